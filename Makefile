@@ -1,0 +1,40 @@
+# The front door: `make demo` runs the pipeline on the embedded defaults, `make test` runs
+# the tests. Both create .venv and install the project into it when it is missing or stale.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# pip prints a warning per package for this machine's empty local index folders; hide only those.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: install demo test test-fast lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import visionloop, torch, torchvision, prefect, dvc, mlflow, great_expectations, sklearn"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/visionloop data demo
+
+test: $(STAMP)
+	$(BIN)/pytest -m "not gpu"
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not gpu and not slow" -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from visionloop.cli import main
+
+main()

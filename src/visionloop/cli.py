@@ -1,0 +1,110 @@
+"""The `visionloop` command line. Only this module knows about the CLI.
+
+Heavy libraries (torch, prefect, mlflow, great_expectations) are imported inside the
+commands that need them, so `visionloop --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import click
+
+from visionloop import __version__
+from visionloop.config import DEFAULT_PARAMS, Config, load_config
+from visionloop.env import apply_offline_defaults
+from visionloop.errors import VisionloopError
+from visionloop.stages import STAGES, Stage, run_stage
+
+
+class _UserError(click.ClickException):
+    """A VisionloopError shown as one `Error: ...` line with its exit code, no traceback."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Root(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VisionloopError as exc:
+            raise _UserError(str(exc), exc.exit_code) from None
+
+
+class AppContext:
+    """What every command shares: the params file, read once on first use."""
+
+    def __init__(self, params_path: Path) -> None:
+        self.params_path = params_path
+
+    @cached_property
+    def config(self) -> Config:
+        config = load_config(self.params_path)
+        apply_offline_defaults(prefect_home=config.flows.prefect_home)
+        return config
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="visionloop")
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_PARAMS,
+    envvar="VISIONLOOP_PARAMS",
+    show_default=True,
+    help="The params.yaml to read (env: VISIONLOOP_PARAMS).",
+)
+@click.pass_context
+def cli(ctx: click.Context, params_path: Path) -> None:
+    """visionloop: ingest labelled image drops, train, gate and promote a classifier."""
+    ctx.obj = AppContext(params_path)
+
+
+@cli.group()
+def data() -> None:
+    """Data drops: demo data, ingest, validation."""
+
+
+@data.command("demo")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for the drops [default: data.incoming_dir].",
+)
+@click.pass_obj
+def data_demo(app: AppContext, out: Path | None) -> None:
+    """Write scikit-learn's digits as PNG drops (one initial, then later ones)."""
+    from visionloop.demo import write_demo_drops
+
+    config = app.config
+    drops = write_demo_drops(out or config.data.incoming_dir, config.data.demo)
+    for drop in drops:
+        click.echo(f"wrote {drop.count:5d} images in {len(drop.per_class)} classes to {drop.path}")
+
+
+@cli.group(hidden=not STAGES)
+def stage() -> None:
+    """Run one pipeline stage (what dvc.yaml's commands call)."""
+
+
+def _add_stage_command(spec: Stage) -> None:
+    @stage.command(spec.name, help=spec.summary)
+    @click.pass_obj
+    def run(app: AppContext) -> None:
+        summary = run_stage(spec.name, app.config)
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+for _spec in STAGES.values():
+    _add_stage_command(_spec)
+
+
+def main() -> None:
+    apply_offline_defaults()
+    cli.main(prog_name="visionloop")

@@ -1,0 +1,37 @@
+"""The pipeline's stages: one plain function each, run by `visionloop stage NAME`.
+
+DVC calls a stage through the CLI (`cmd` in dvc.yaml) and the Prefect flow calls the same
+function, so outputs and dvc.lock are the same whichever way the user ran it. A stage
+takes the Config, reads and writes files at paths from it, and returns a small JSON-able
+dict. `params` lists exactly the params.yaml sections or keys the stage reads: a test keeps
+it and dvc.yaml's `params` in step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from visionloop.config import Config
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    target: str  # "module:function", imported only when the stage runs
+    params: tuple[str, ...]
+    summary: str
+
+    def load(self) -> Callable[[Config], dict[str, Any]]:
+        module_name, _, function_name = self.target.partition(":")
+        return getattr(importlib.import_module(module_name), function_name)
+
+
+# In pipeline order. Each issue that adds a stage adds its line here and in dvc.yaml.
+STAGES: dict[str, Stage] = {}
+
+
+def run_stage(name: str, config: Config) -> dict[str, Any]:
+    return STAGES[name].load()(config)
