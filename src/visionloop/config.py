@@ -72,6 +72,8 @@ class GateConfig(Section):
 
 class RegistryConfig(Section):
     model_name: str = "visionloop-classifier"
+    experiment: str = "visionloop"
+    # A relative sqlite:/// path is relative to params.yaml's folder; MLFLOW_TRACKING_URI wins.
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_dir: ProjectPath = Path("mlruns/artifacts")
 
