@@ -30,7 +30,20 @@ class Stage:
 
 
 # In pipeline order. Each issue that adds a stage adds its line here and in dvc.yaml.
-STAGES: dict[str, Stage] = {}
+STAGES: dict[str, Stage] = {
+    "split": Stage(
+        "split",
+        "visionloop.splits:run_split",
+        ("data.raw_dir", "split"),
+        "Assign new images to train/val/test (stable, near-duplicate groups kept together).",
+    ),
+    "prepare": Stage(
+        "prepare",
+        "visionloop.prepare:run_prepare",
+        ("data.raw_dir", "split.dir", "prepare"),
+        "Decode and resize each split image once into uint8 tensors (content-keyed cache).",
+    ),
+}
 
 
 def run_stage(name: str, config: Config) -> dict[str, Any]:
