@@ -51,6 +51,7 @@ def run_prepare(config: Config) -> dict[str, Any]:
     missing = sorted({row.sha256 for row in rows} - cache.known())
     decode_seconds = cache.add(config.data.raw_dir, missing, params)
 
+    params.dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split in SPLITS:
         chosen = [row for row in rows if row.split == split]
