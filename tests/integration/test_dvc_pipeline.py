@@ -133,8 +133,15 @@ def test_exp_run_with_a_changed_split_param_makes_a_new_split(tmp_path):
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
     assert params["split"]["seed"] == 7
     assert set(repo.splits()) == set(before) and repo.splits() != before
-    shown = json.loads(repo.run("dvc", "exp", "show", "--json", "--no-pager"))
-    assert "split.seed" in json.dumps(shown) or '"seed": 7' in json.dumps(shown)
+    shown = repo.run_json("dvc", "exp", "show", "--json")
+    experiments = [
+        rev["data"]
+        for commit in shown
+        for experiment in commit.get("experiments") or []
+        for rev in experiment["revs"]
+    ]
+    assert [e["params"]["params.yaml"]["data"]["split"]["seed"] for e in experiments] == [7]
+    assert experiments[0]["metrics"]["data/splits/audit.json"]["data"]["images"] == 24
 
 
 def test_push_then_pull_into_a_fresh_clone_restores_data_and_outputs(tmp_path):
