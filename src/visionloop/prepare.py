@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 import visionloop.images
+from visionloop.atomic import write_json_atomic, write_text_atomic
 from visionloop.config import Config, PrepareConfig
 from visionloop.errors import VisionloopError
-from visionloop.files import track, write_text_atomic
 from visionloop.images import load_for_model
 from visionloop.prepared import SPLITS, open_prepared_split, write_prepared_split
+from visionloop.progress import track
 from visionloop.splits import locate_images, read_split
 
 STATS_FILE = "stats.json"
@@ -73,7 +74,7 @@ def run_prepare(config: Config) -> dict[str, Any]:
         "class_map_version": class_map_version,
         "images": counts,
     }
-    write_text_atomic(params.dir / STATS_FILE, json.dumps(stats, indent=2) + "\n")
+    write_json_atomic(params.dir / STATS_FILE, stats)
     return {
         "images": counts,
         "decoded": len(missing),
@@ -161,6 +162,8 @@ class TensorCache:
         temp = self.folder / f".{name}.npy.tmp"
         with temp.open("wb") as handle:
             np.save(handle, images)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temp, self.folder / f"{name}.npy")
         write_text_atomic(self.folder / f"{name}.txt", "".join(f"{s}\n" for s in shas))
         index = self.index()

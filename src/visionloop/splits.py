@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from visionloop.atomic import write_json_atomic, write_text_atomic
 from visionloop.config import Config, SplitConfig
 from visionloop.errors import VisionloopError
-from visionloop.files import track, write_text_atomic
 from visionloop.prepared import SPLITS
+from visionloop.progress import track
 
 SPLIT_FILE = "split.csv"
 STATE_FILE = "state.json"
@@ -91,7 +92,7 @@ def run_split(config: Config) -> dict[str, Any]:
     rows = {sha: replace(row, label=manifest[sha]["label"]) for sha, row in sorted(rows.items())}
 
     audit = audit_split(rows.values(), params)
-    write_json(params.dir / AUDIT_FILE, audit)
+    write_json_atomic(params.dir / AUDIT_FILE, audit)
     if audit["cross_split_near_duplicate_pairs"]:
         raise VisionloopError(
             f"split audit: {audit['cross_split_near_duplicate_pairs']} near-duplicate pairs "
@@ -384,7 +385,7 @@ def write_split(split_dir: Path, rows: Iterable[Row], params: SplitConfig) -> No
         "params": fingerprint(params),
         "split_csv_sha256": hashlib.sha256(text.encode()).hexdigest(),
     }
-    write_json(split_dir / STATE_FILE, state)
+    write_json_atomic(split_dir / STATE_FILE, state)
 
 
 def class_counts_csv(audit: dict[str, Any]) -> str:
@@ -395,10 +396,6 @@ def class_counts_csv(audit: dict[str, Any]) -> str:
     for label, counts in audit["per_class"].items():
         writer.writerows([f"{label}/{split}", counts[split]] for split in SPLITS)
     return buffer.getvalue()
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_split(split_dir: Path) -> list[Row]:
