@@ -80,15 +80,7 @@ def run_split(config: Config) -> dict[str, Any]:
     previous, reused_because = load_previous(params.dir, params)
     kept = {sha: row for sha, row in previous.items() if sha in manifest}
     new = [row for sha, row in manifest.items() if sha not in kept]
-    paths = locate_images(config.data.raw_dir, [row["sha256"] for row in new])
-    hashes = {
-        row["sha256"]: perceptual_hash(paths[row["sha256"]])
-        for row in track(new, len(new), "perceptual hashes")
-    }
-    rows = dict(kept)
-    for drop in ordered_drops(new):
-        batch = [NewImage(r["sha256"], r["label"], r["drop_id"], hashes[r["sha256"]]) for r in drop]
-        rows.update(place_drop(rows, batch, params))
+    rows = place_new_images(kept, new, config.data.raw_dir, params)
     rows = {sha: replace(row, label=manifest[sha]["label"]) for sha, row in sorted(rows.items())}
 
     audit = audit_split(rows.values(), params)
@@ -188,6 +180,22 @@ def load_previous(split_dir: Path, params: SplitConfig) -> tuple[dict[str, Row],
 
 
 # ---------------------------------------------------------------- placement
+
+
+def place_new_images(
+    kept: dict[str, Row], new: list[dict[str, str]], raw_dir: Path, params: SplitConfig
+) -> dict[str, Row]:
+    """Hash the new images, then place them drop by drop, each drop seeing the ones before."""
+    paths = locate_images(raw_dir, [row["sha256"] for row in new])
+    hashes = {
+        row["sha256"]: perceptual_hash(paths[row["sha256"]])
+        for row in track(new, len(new), "perceptual hashes")
+    }
+    rows = dict(kept)
+    for drop in ordered_drops(new):
+        batch = [NewImage(r["sha256"], r["label"], r["drop_id"], hashes[r["sha256"]]) for r in drop]
+        rows.update(place_drop(rows, batch, params))
+    return rows
 
 
 def place_drop(
@@ -342,7 +350,8 @@ def audit_split(rows: Iterable[Row], params: SplitConfig) -> dict[str, Any]:
     used = [row for row in rows if row.split != EXCLUDED]
     hashes = np.array([int(row.phash, 16) for row in used], dtype=np.uint64)
     ia, ib = near_pairs(hashes, hashes, params.near_duplicate_distance)
-    crossing = sum(used[i].split != used[j].split for i, j in zip(ia, ib, strict=True))
+    split_codes = np.array([SPLITS.index(row.split) for row in used], dtype=np.int8)
+    crossing = int(np.count_nonzero(split_codes[ia] != split_codes[ib]))
     per_class: dict[str, dict[str, int]] = {}
     for label in sorted({row.label for row in rows}):
         split_counts = Counter(row.split for row in rows if row.label == label)
@@ -353,7 +362,7 @@ def audit_split(rows: Iterable[Row], params: SplitConfig) -> dict[str, Any]:
     return {
         "images": len(rows),
         "images_per_split": {s: per_split[s] for s in (*SPLITS, EXCLUDED)},
-        "cross_split_near_duplicate_pairs": int(crossing),
+        "cross_split_near_duplicate_pairs": crossing,
         "near_duplicate_pairs": len(ia),
         "groups": len(groups),
         "largest_group": max(groups.values(), default=0),
