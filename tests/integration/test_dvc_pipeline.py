@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_cli
 from tests.rawdata import add_drop, pattern_image
 from visionloop.prepared import open_prepared_split
 from visionloop.splits import read_split
@@ -163,8 +163,10 @@ def test_push_then_pull_into_a_fresh_clone_restores_data_and_outputs(tmp_path):
 
 
 def test_a_stage_without_ingested_data_fails_with_one_line(tmp_path):
-    repo = make_repo(tmp_path)
-    (repo.path / "data" / "raw" / "manifest.csv").unlink()
-    result = repo.call("visionloop", "stage", "split")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    result = run_cli("--params", str(tmp_path / "params.yaml"), "stage", "split")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "ingest a drop first" in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"Error: {tmp_path}/data/raw/manifest.csv: no manifest; "
+        "ingest a drop first (visionloop data ingest)"
+    ]
