@@ -30,44 +30,26 @@ from visionloop.errors import VisionloopError
 from visionloop.images import load_for_model
 from visionloop.prepared import SPLITS, open_prepared_split, write_prepared_split
 from visionloop.progress import track
-from visionloop.splits import locate_images, read_split
+from visionloop.splits import Row, locate_images, read_split
 
 STATS_FILE = "stats.json"
 SHARD_BYTES = 256 * 2**20  # decoded images held in memory before a shard is written
 
 
 def run_prepare(config: Config) -> dict[str, Any]:
+    """Decode what the cache lacks, then write every split and the train stats."""
     params = config.prepare
     started = time.perf_counter()
     rows = [row for row in read_split(config.split.dir) if row.split in SPLITS]
     classes, class_map_version = read_classes(config.data.raw_dir / "classes.json")
-    index = {label: i for i, label in enumerate(classes)}
-    unknown = sorted({row.label for row in rows} - set(index))
-    if unknown:
-        raise VisionloopError(
-            f"labels {unknown[:5]} are not in classes.json; re-run ingest, then split"
-        )
-
+    index = class_indices(rows, classes)
     cache = TensorCache(params.cache_dir / variant_key(params), params.image_size)
     missing = sorted({row.sha256 for row in rows} - cache.known())
     decode_seconds = cache.add(config.data.raw_dir, missing, params)
 
-    params.dir.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for split in SPLITS:
-        chosen = [row for row in rows if row.split == split]
-        shas = [row.sha256 for row in chosen]
-        labels = np.array([index[row.label] for row in chosen], dtype=np.int64)
-        gathered = params.dir / f".gather-{split}.npy"
-        try:
-            write_prepared_split(params.dir, split, cache.gather(shas, gathered), labels, shas)
-        finally:
-            gathered.unlink(missing_ok=True)
-        counts[split] = len(chosen)
-
-    train = open_prepared_split(params.dir, "train").images
+    counts = write_splits(params.dir, rows, index, cache)
     stats = {
-        **channel_stats(train),
+        **channel_stats(open_prepared_split(params.dir, "train").images),
         "image_size": params.image_size,
         "resize": params.resize,
         "classes": classes,
@@ -82,6 +64,36 @@ def run_prepare(config: Config) -> dict[str, Any]:
         "decode_images_per_s": round(len(missing) / decode_seconds, 1) if missing else None,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def class_indices(rows: list[Row], classes: list[str]) -> dict[str, int]:
+    """label -> position in the class map; every label of the split must be in it."""
+    index = {label: i for i, label in enumerate(classes)}
+    unknown = sorted({row.label for row in rows} - set(index))
+    if unknown:
+        raise VisionloopError(
+            f"labels {unknown[:5]} are not in classes.json; re-run ingest, then split"
+        )
+    return index
+
+
+def write_splits(
+    prepared_dir: Path, rows: list[Row], index: dict[str, int], cache: TensorCache
+) -> dict[str, int]:
+    """Each split in the `visionloop.prepared` format, rows in split.csv order."""
+    prepared_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split in SPLITS:
+        chosen = [row for row in rows if row.split == split]
+        shas = [row.sha256 for row in chosen]
+        labels = np.array([index[row.label] for row in chosen], dtype=np.int64)
+        gathered = prepared_dir / f".gather-{split}.npy"
+        try:
+            write_prepared_split(prepared_dir, split, cache.gather(shas, gathered), labels, shas)
+        finally:
+            gathered.unlink(missing_ok=True)
+        counts[split] = len(chosen)
+    return counts
 
 
 def read_classes(path: Path) -> tuple[list[str], int]:
