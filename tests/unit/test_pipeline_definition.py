@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from tests.helpers import REPO_PARAMS, REPO_ROOT
 from visionloop.config import load_config
@@ -42,17 +43,22 @@ def test_params_named_in_dvc_yaml_exist_in_params_yaml():
                 node = node[part]
 
 
+def configured_paths(section: BaseModel) -> list[Path]:
+    """Every path in the config, at any depth (raw_dir, split.dir, validation.report_dir...)."""
+    found = []
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if isinstance(value, Path):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            found += configured_paths(value)
+    return found
+
+
 def test_data_paths_live_under_the_folders_params_yaml_configures():
     config = load_config(REPO_PARAMS)
-    folders = [
-        config.data.raw_dir,
-        config.split.dir,
-        config.prepare.dir,
-        config.train.dir,
-        config.evaluate.dir,
-        config.gate.dir,
-    ]
-    roots = [str(Path(f).relative_to(REPO_ROOT)) for f in folders]
+    paths = [p for p in configured_paths(config) if p != REPO_ROOT and p.is_relative_to(REPO_ROOT)]
+    roots = [str(p.relative_to(REPO_ROOT)) for p in paths]
     for name, stage in DVC_YAML.items():
         for path in declared_paths(stage):
             if path.startswith("src/"):
