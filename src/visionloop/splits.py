@@ -121,11 +121,13 @@ def read_manifest(path: Path) -> dict[str, dict[str, str]]:
 
 
 def ordered_drops(rows: Iterable[dict[str, str]]) -> list[list[dict[str, str]]]:
-    """New manifest rows grouped by drop, drops in ingest order (earliest ingested_at first)."""
+    """New manifest rows grouped by drop, in ingest order: earliest `ingested_at` first, and
+    drops ingested within the same second in the order ingest appended them to the manifest."""
     drops: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         drops[row["drop_id"]].append(row)
-    order = sorted(drops, key=lambda d: (min(r["ingested_at"] for r in drops[d]), d))
+    # sorted() is stable and `drops` keeps first-appearance order, which breaks the ties
+    order = sorted(drops, key=lambda d: min(r["ingested_at"] for r in drops[d]))
     return [sorted(drops[d], key=lambda r: r["sha256"]) for d in order]
 
 

@@ -202,3 +202,14 @@ def test_audit_counts_cross_split_pairs_and_per_class_counts():
 def test_missing_manifest_is_a_user_error(tmp_path):
     with pytest.raises(VisionloopError, match="ingest a drop first"):
         run_split(make_config(tmp_path))
+
+
+def test_drops_are_placed_in_ingest_order_even_within_one_second():
+    from visionloop.splits import ordered_drops
+
+    rows = [
+        {"sha256": "b", "drop_id": "zz", "ingested_at": "2026-01-01T00:00:00+00:00"},
+        {"sha256": "a", "drop_id": "aa", "ingested_at": "2026-01-01T00:00:00+00:00"},
+        {"sha256": "c", "drop_id": "mm", "ingested_at": "2025-12-31T23:59:59+00:00"},
+    ]
+    assert [drop[0]["drop_id"] for drop in ordered_drops(rows)] == ["mm", "zz", "aa"]
