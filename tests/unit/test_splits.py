@@ -15,6 +15,7 @@ from visionloop.splits import (
     Row,
     audit_split,
     near_pairs,
+    ordered_drops,
     place_drop,
     read_split,
     run_split,
@@ -205,8 +206,6 @@ def test_missing_manifest_is_a_user_error(tmp_path):
 
 
 def test_drops_are_placed_in_ingest_order_even_within_one_second():
-    from visionloop.splits import ordered_drops
-
     rows = [
         {"sha256": "b", "drop_id": "zz", "ingested_at": "2026-01-01T00:00:00+00:00"},
         {"sha256": "a", "drop_id": "aa", "ingested_at": "2026-01-01T00:00:00+00:00"},
