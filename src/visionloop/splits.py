@@ -21,8 +21,10 @@ import hashlib
 import io
 import itertools
 import json
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -188,11 +190,12 @@ def place_new_images(
     kept: dict[str, Row], new: list[dict[str, str]], raw_dir: Path, params: SplitConfig
 ) -> dict[str, Row]:
     """Hash the new images, then place them drop by drop, each drop seeing the ones before."""
-    paths = locate_images(raw_dir, [row["sha256"] for row in new])
-    hashes = {
-        row["sha256"]: perceptual_hash(paths[row["sha256"]])
-        for row in track(new, len(new), "perceptual hashes")
-    }
+    shas = [row["sha256"] for row in new]
+    paths = locate_images(raw_dir, shas)
+    # Pillow releases the GIL while decoding, so threads use every core
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        computed = pool.map(perceptual_hash, [paths[sha] for sha in shas])
+        hashes = dict(zip(shas, track(computed, len(shas), "perceptual hashes"), strict=True))
     rows = dict(kept)
     for drop in ordered_drops(new):
         batch = [NewImage(r["sha256"], r["label"], r["drop_id"], hashes[r["sha256"]]) for r in drop]
