@@ -96,7 +96,9 @@ def to_rgb(image: Image.Image, steps: list[str] | None = None) -> Image.Image:
         image = _rescale_to_8bit(image)
         done.append("rescale_high_bit_depth")
     if image.mode == "P":
-        image = image.convert("RGBA")
+        # Only a palette with a transparent entry needs compositing; the pixels of an
+        # opaque one come out the same either way.
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         done.append("palette")
     if image.mode in _ALPHA_MODES:
         background = Image.new("RGB", image.size, ALPHA_BACKGROUND)

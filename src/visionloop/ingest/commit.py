@@ -71,14 +71,19 @@ def recover(config: Config) -> list[str]:
 
 
 def track_if_pending(config: Config, track: Callable[[], None] | None) -> bool:
-    """Record data/raw in DVC when a commit changed it since the last record; True if done."""
+    """Record data/raw in DVC if a commit changed it since the last record (or it never was).
+
+    True when `dvc add` ran. With tracking off the marker is simply cleared.
+    """
     marker = config.data.ingest.work_dir / TRACK_PENDING
-    if track is None or not marker.exists():
-        return False
-    track()
-    failpoint("tracked")
-    marker.unlink()
-    return True
+    raw_dir = config.data.raw_dir
+    never_tracked = raw_dir.is_dir() and not raw_dir.with_name(f"{raw_dir.name}.dvc").exists()
+    due = track is not None and (marker.exists() or never_tracked)
+    if due:
+        track()
+        failpoint("tracked")
+    marker.unlink(missing_ok=True)
+    return due
 
 
 def roll_forward(config: Config, commit_dir: Path) -> str:

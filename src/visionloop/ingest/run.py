@@ -63,15 +63,16 @@ class DropOutcome:
 
     def problem(self) -> str:
         """One sentence for a rejected or held drop: which, why, where, what to do."""
+        name = Path(self.path).name
         if self.status == "rejected":
             where = f"moved to {self.quarantine_path}" if self.moved_to else "left in place"
             return (
-                f"drop '{self.name}' rejected ({self.reason}: {self.detail}); {where}, "
+                f"drop '{name}' rejected ({self.reason}: {self.detail}); {where}, "
                 f"reasons in reasons.json; fix it and put it back in the incoming folder"
             )
         if self.status == "held":
             return (
-                f"drop '{self.name}' held: new classes {self.new_classes} are not in the class "
+                f"drop '{name}' held: new classes {self.new_classes} are not in the class "
                 f"map; rename those folders to known classes, or accept them with "
                 f"`visionloop data ingest --allow-new-classes` "
                 f"(or data.ingest.allow_new_classes: true)"
