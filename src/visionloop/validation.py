@@ -99,7 +99,7 @@ def manifest_frames(raw_dir: Path):
 
     rows = store.read_manifest(raw_dir)
     _, class_names = store.read_classes(raw_dir)
-    ledger = store.load_state(raw_dir).conflicts
+    _, ledger = store.read_ledger(raw_dir)
     labels_per_sha: dict[str, set[str]] = {}
     for row in rows:
         labels_per_sha.setdefault(row["sha256"], set()).add(row["label"])

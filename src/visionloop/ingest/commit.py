@@ -141,19 +141,16 @@ def _copy_stored_into_quarantine(plan: dict[str, Any], raw_dir: Path, quarantine
 
 def _apply_manifest(raw_dir: Path, plan: dict[str, Any]) -> None:
     removed = {r["sha256"] for r in plan["remove"]}
-    rows = [row for row in store.read_manifest(raw_dir) if row["sha256"] not in removed]
-    present = {row["sha256"] for row in rows}
-    rows.extend(row for row in plan["add_rows"] if row["sha256"] not in present)
-    store.write_manifest(raw_dir, rows)
+    store.update_manifest(raw_dir, plan["add_rows"], removed)
 
 
 def _apply_ledger(raw_dir: Path, plan: dict[str, Any]) -> None:
-    state = store.load_state(raw_dir)
-    if not any(d["drop_id"] == plan["drop_id"] for d in state.drops):
-        state.drops.append(plan["ledger_entry"])
+    drops, conflicts = store.read_ledger(raw_dir)
+    if not any(d["drop_id"] == plan["drop_id"] for d in drops):
+        drops.append(plan["ledger_entry"])
     for sha, labels in plan["new_conflicts"].items():
-        state.conflicts[sha] = sorted(set(state.conflicts.get(sha, [])) | set(labels))
-    store.write_ledger(raw_dir, state.drops, state.conflicts)
+        conflicts[sha] = sorted(set(conflicts.get(sha, [])) | set(labels))
+    store.write_ledger(raw_dir, drops, conflicts)
 
 
 def _merge_move(source: Path, target: Path) -> None:

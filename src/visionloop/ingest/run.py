@@ -136,16 +136,9 @@ def ingest_drops(
         with ingestor:
             outcomes = [ingestor.run_drop(path) for path in paths]
         tracked = commit.track_if_pending(config, track)
-        state = store.load_state(config.data.raw_dir)
-    return IngestResult(
-        drops=outcomes,
-        recovered=recovered,
-        skipped=skipped,
-        images=len(state.rows),
-        class_version=state.class_version,
-        classes=state.classes,
-        tracked=tracked,
-    )
+        class_version, classes = store.read_classes(config.data.raw_dir)
+        images = store.count_images(config.data.raw_dir)
+    return IngestResult(outcomes, recovered, skipped, images, class_version, classes, tracked)
 
 
 @contextmanager
@@ -261,7 +254,7 @@ class _Ingestor:
         self, path: Path, name: str, reader: DropReader, files: list[_File], stage: Path
     ) -> DropOutcome:
         state = store.load_state(self.config.data.raw_dir)
-        stored = state.labels_by_sha()
+        stored = state.labels
         self._screen_into(reader, files, stage, stored)
         content_sha = _content_hash(files)
         drop_id = content_sha[:16]
@@ -364,15 +357,14 @@ class _Ingestor:
             else:
                 item.outcome = "quarantined"
         removals, conflicts = [], {}
-        rows_by_sha = {row["sha256"]: row for row in state.rows}
         for sha, group in copies.items():
             labels = {f.label for f in group} | set(state.conflicts.get(sha, []))
             labels |= {stored[sha]} if sha in stored else set()
             if len(labels) > 1:
                 conflicts[sha] = sorted(labels)
                 self._quarantine_conflict(group, conflicts[sha], stage)
-                if sha in rows_by_sha:
-                    removals.append(_removal(rows_by_sha[sha]))
+                if sha in stored:
+                    removals.append(_removal(store.stored_row(self.config.data.raw_dir, sha)))
                 continue
             for number, item in enumerate(group):
                 item.outcome = "accepted" if number == 0 and sha not in stored else "duplicate"
@@ -550,12 +542,13 @@ def _write_new(path: Path, data: bytes) -> None:
 
 
 def _removal(row: dict[str, str]) -> dict[str, str]:
-    ext = row["path"].rsplit(".", 1)[-1]
+    sha, label, path = row["sha256"], row["label"], row["path"]
+    ext = path.rsplit(".", 1)[-1]
     return {
-        "sha256": row["sha256"],
-        "label": row["label"],
-        "path": row["path"],
-        "quarantine_path": f"stored/{row['label']}/{row['sha256']}.{ext}",
+        "sha256": sha,
+        "label": label,
+        "path": path,
+        "quarantine_path": f"stored/{label}/{sha}.{ext}",
     }
 
 
