@@ -80,3 +80,33 @@ def test_a_bad_label_pattern_or_unknown_expectation_is_a_config_error(tmp_path):
         load_config(_params_with(tmp_path, "ingest", "label_pattern", "([unclosed"))
     with pytest.raises(ConfigError, match=r"data\.validation\.blocking"):
         load_config(_params_with(tmp_path, "validation", "blocking", ["sha_unique"]))
+
+
+def test_docs_list_every_reason_code_and_expectation():
+    from tests.helpers import REPO_ROOT
+    from visionloop.ingest.reasons import DROP_REASONS, FILE_REASONS
+    from visionloop.validation import EXPECTATION_NAMES
+
+    docs = (REPO_ROOT / "docs" / "data.md").read_text()
+    for code in [*FILE_REASONS, *DROP_REASONS, *EXPECTATION_NAMES]:
+        assert f"`{code}`" in docs, code
+
+
+def test_new_commands_answer_help_without_heavy_imports():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from visionloop.cli import cli\n"
+        "for args in (['data', 'ingest', '--help'], ['stage', 'validate', '--help']):\n"
+        "    try:\n"
+        "        cli.main(args, prog_name='visionloop')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('torch', 'prefect', 'mlflow', 'great_expectations', 'dvc', 'PIL')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--allow-new-classes" in out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "[]"

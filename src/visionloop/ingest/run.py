@@ -274,7 +274,7 @@ class _Ingestor:
         self._write_quarantine_reasons(stage, plan, files, removals)
         store.write_json(stage / "report.json", _report(plan, files))
         commit.roll_forward(self.config, commit.seal(stage, plan))
-        return self._ingested_outcome(path, name, plan, files)
+        return self._ingested_outcome(path, name, plan)
 
     def _screen_into(
         self, reader: DropReader, files: list[_File], stage: Path, stored: dict[str, str]
@@ -351,7 +351,8 @@ class _Ingestor:
         conflicting sha256s with every label they came with.
         """
         copies: dict[str, list[_File]] = defaultdict(list)
-        for item in files:
+        # In path order, so which copy is kept does not depend on the container's order.
+        for item in sorted(files, key=lambda f: f.parts):
             if item.reason is None:
                 copies[item.sha256].append(item)
             else:
@@ -393,7 +394,7 @@ class _Ingestor:
         state: store.RawState,
     ) -> dict[str, Any]:
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        accepted = [f for f in files if f.outcome == "accepted"]
+        accepted = sorted((f for f in files if f.outcome == "accepted"), key=lambda f: f.parts)
         new_classes = sorted({f.label for f in accepted} - set(state.classes))
         classes = None
         if new_classes:
@@ -426,9 +427,8 @@ class _Ingestor:
 
     # -- outcomes ---------------------------------------------------------------------------
 
-    def _ingested_outcome(
-        self, path: Path, name: str, plan: dict[str, Any], files: list[_File]
-    ) -> DropOutcome:
+    @staticmethod
+    def _ingested_outcome(path: Path, name: str, plan: dict[str, Any]) -> DropOutcome:
         counts = plan["ledger_entry"]
         quarantined = counts["quarantined"]
         return DropOutcome(
