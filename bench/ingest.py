@@ -62,6 +62,7 @@ def new_project(root: Path, dvc: bool, workers: int):
     if dvc:
         run = {"cwd": root, "check": True, "capture_output": True}
         subprocess.run(["git", "init", "-q"], **run)
+        shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
         subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], **run)
         subprocess.run([sys.executable, "-m", "dvc", "config", "core.autostage", "true"], **run)
     return load_config(root / "params.yaml")
