@@ -58,6 +58,11 @@ class Check:
 def validate_stage(config: Config) -> dict[str, Any]:
     """Run the suite, write results JSON + Data Docs, raise ValidationFailed on a blocking miss."""
     raw_dir, rules = config.data.raw_dir, config.data.validation
+    if not (raw_dir / store.MANIFEST).is_file():
+        raise ValidationFailed(
+            f"nothing to validate: no {raw_dir / store.MANIFEST}; "
+            f"take drops in first with `visionloop data ingest`"
+        )
     manifest, classes = manifest_frames(raw_dir)
     report_dir = rules.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)

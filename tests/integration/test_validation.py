@@ -90,6 +90,11 @@ def test_a_tampered_manifest_fails_the_blocking_expectations(tmp_path):
     assert "unicorn" in str(info.value)
 
 
+def test_validating_before_any_ingest_says_what_to_do(tmp_path):
+    with pytest.raises(ValidationFailed, match="visionloop data ingest"):
+        run_stage("validate", project(tmp_path))
+
+
 def test_the_stage_lists_exactly_the_params_it_reads():
     stage = STAGES["validate"]
     assert stage.params == (

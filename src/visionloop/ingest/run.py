@@ -640,8 +640,10 @@ def format_summary(result: IngestResult) -> list[str]:
 
 
 def _drop_lines(drop: DropOutcome) -> list[str]:
-    if drop.status in ("rejected", "held"):
-        return [drop.problem()]
+    if drop.status == "rejected":
+        return [f"{drop.name}: rejected ({drop.reason}) -> {drop.quarantine_path}/reasons.json"]
+    if drop.status == "held":
+        return [f"{drop.name}: held, new classes {drop.new_classes}; left in place"]
     if drop.status == "already_ingested":
         return [f"{drop.name}: already ingested as drop {drop.drop_id} ({drop.detail}); no change"]
     reasons = ", ".join(f"{r} {n}" for r, n in drop.quarantined.items()) or "none"
