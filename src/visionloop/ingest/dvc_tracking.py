@@ -56,7 +56,9 @@ def track_raw(config: Config) -> None:
     try:
         with Repo(str(root)) as repo:
             ensure_remote(repo, config, root)
-            repo.add([str(config.data.raw_dir)])
+            # relink=False (`dvc add --no-relink`): the files are already in place, and
+            # re-linking every stored file would make each add cost more as the store grows.
+            repo.add([str(config.data.raw_dir)], relink=False)
     except DvcException as exc:
         raise DvcTrackingError(
             f"the drops are committed but `dvc add {config.data.raw_dir}` failed ({exc}); "
