@@ -4,8 +4,8 @@
     python bench/pipeline.py --images 60000 --keep /tmp/bench60k
 
 Builds a temporary git + DVC repository with the project's dvc.yaml, params.yaml and code,
-writes N generated JPEGs as one ingested drop (tests/rawdata.py, the stand-in for ingest),
-then times, side by side: the first `dvc repro`, a no-op `dvc repro` (target <= 3 s at
+writes N generated JPEGs as one drop and ingests it (`visionloop data ingest`), then times,
+side by side: the first `dvc repro`, a no-op `dvc repro` (target <= 3 s at
 60,000), and a `dvc repro` after a drop of 1% more images. Prepare's decode throughput
 (images/s) comes from the stage's own summary.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.rawdata import add_drop, pattern_image  # noqa: E402
+from tests.rawdata import pattern_image, write_drop  # noqa: E402
 
 
 def main() -> None:
@@ -55,10 +55,10 @@ def run(args: argparse.Namespace, work: Path) -> None:
     count = args.images
     later = max(1, count // 100)
 
-    seconds = timed(lambda: write_drop(project, "drop-1", range(count), args.source_size))
-    print(f"generated {count} JPEGs ({args.source_size}px) in {seconds:.1f} s")
-    seconds = timed(lambda: git_dvc_add(project, env, "drop-1"))
-    print(f"dvc add data/raw + commit: {seconds:.1f} s (ingest's cost, for context)")
+    seconds = timed(lambda: generate(project, "drop-1", range(count), args.source_size))
+    print(f"generated {count} JPEGs ({args.source_size}px) in {seconds:.1f} s", flush=True)
+    seconds = timed(lambda: ingest(project, env, "drop-1"))
+    print(f"ingest + dvc add + commit: {seconds:.1f} s (ingest's cost, for context)", flush=True)
 
     full, out = timed_output(project, env, "dvc", "repro")
     prepare = last_summary(out)
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     noop = [timed_output(project, env, "dvc", "repro")[0] for _ in range(3)]
     status = timed_output(project, env, "dvc", "status")[0]
 
-    write_drop(project, "drop-2", range(count, count + later), args.source_size)
-    git_dvc_add(project, env, "drop-2")
+    generate(project, "drop-2", range(count, count + later), args.source_size)
+    ingest(project, env, "drop-2")
     incremental, out = timed_output(project, env, "dvc", "repro")
     prepare_more = last_summary(out)
 
@@ -100,6 +100,7 @@ def setup_project(work: Path, image_size: int) -> Path:
     env = pipeline_env()
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=project, env=env, check=True)
+    shutil.copy(REPO_ROOT / ".dvc" / "config", project / ".dvc" / "config")  # default remote
     return project
 
 
@@ -111,14 +112,15 @@ def pipeline_env() -> dict[str, str]:
     return env
 
 
-def write_drop(project: Path, name: str, seeds: range, size: int) -> None:
+def generate(project: Path, name: str, seeds: range, size: int) -> None:
     images = ((f"class{seed % 10}", pattern_image(seed, size=size)) for seed in seeds)
-    add_drop(project / "data" / "raw", name, images, fmt="JPEG")
+    write_drop(project / "data" / "incoming" / name, images, fmt="JPEG")
 
 
-def git_dvc_add(project: Path, env: dict[str, str], message: str) -> None:
-    subprocess.run(["dvc", "add", "-q", "data/raw"], cwd=project, env=env, check=True)
-    commit(project, env, message)
+def ingest(project: Path, env: dict[str, str], name: str) -> None:
+    command = ["visionloop", "data", "ingest", "--quiet", "--allow-new-classes", name]
+    subprocess.run(command, cwd=project, env=env, check=True, stdout=subprocess.DEVNULL)
+    commit(project, env, f"ingest {name}")
 
 
 def commit(project: Path, env: dict[str, str], message: str) -> None:

@@ -88,6 +88,41 @@ def data_demo(app: AppContext, out: Path | None) -> None:
         click.echo(f"wrote {drop.count:5d} images in {len(drop.per_class)} classes to {drop.path}")
 
 
+@data.command("ingest")
+@click.argument("drops", nargs=-1)
+@click.option(
+    "--allow-new-classes",
+    is_flag=True,
+    default=None,
+    help="Accept drops that bring classes not yet in the class map "
+    "[default: data.ingest.allow_new_classes].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def data_ingest(
+    app: AppContext,
+    drops: tuple[str, ...],
+    allow_new_classes: bool | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Take drops in (default: every drop in data.incoming_dir not yet ingested).
+
+    A DROP is a name in data.incoming_dir or a path: a folder of class-named folders, or a
+    .zip/.tar/.tar.gz of one. Exits 3 when a drop was rejected or held.
+    """
+    from visionloop.ingest import format_summary, ingest_drops
+    from visionloop.ingest.run import DropsNeedAttention, to_json
+
+    result = ingest_drops(
+        app.config, list(drops) or None, allow_new_classes=allow_new_classes, progress=not quiet
+    )
+    click.echo(to_json(result) if as_json else "\n".join(format_summary(result)))
+    if result.problems():
+        raise DropsNeedAttention(result)
+
+
 @cli.group(hidden=not STAGES)
 def stage() -> None:
     """Run one pipeline stage (what dvc.yaml's commands call)."""

@@ -8,6 +8,7 @@ same params work whichever folder a command is started from.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,6 +21,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -50,11 +52,99 @@ class DemoConfig(Section):
     seed: int = 0
 
 
+class ArchiveLimits(Section):
+    """Limits a drop must stay within (archives and folders alike), else it is rejected whole."""
+
+    max_members: int = Field(200_000, ge=1)  # files and folders in one drop
+    max_bytes: int = Field(20_000_000_000, ge=1)  # total uncompressed bytes of one drop
+    max_ratio: float = Field(100.0, gt=1)  # uncompressed/compressed size beyond this is a bomb
+    ratio_min_bytes: int = Field(1_000_000, ge=0)  # the ratio is judged only above this size
+
+
+class IngestConfig(Section):
+    done_dir: ProjectPath = Path("data/incoming/.done")  # ingested drops are moved here
+    work_dir: ProjectPath = Path("data/.ingest")  # staging; same filesystem as raw_dir
+    report_dir: ProjectPath = Path("reports/ingest")  # one JSON per drop: every file's fate
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP")  # Pillow format names accepted
+    min_side: int = Field(8, ge=1)  # pixels; smaller images are quarantined (too_small)
+    max_side: int = Field(12_000, ge=1)  # pixels; larger ones are quarantined (too_large)
+    max_pixels: int = Field(50_000_000, ge=1)  # width x height cap (decompression bombs)
+    max_file_bytes: int = Field(200_000_000, ge=1)  # one file larger than this: file_too_large
+    allow_new_classes: bool = False  # else a drop bringing a class not in the map is held
+    label_pattern: str = r"^\w(?:[\w.+ -]{0,98}[\w+-])?$"  # safe class-folder names
+    workers: int = Field(0, ge=0)  # decoding threads; 0 = one per CPU core (at most 8)
+    limits: ArchiveLimits = ArchiveLimits()
+
+    @field_validator("label_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(f.upper() for f in value)
+
+
+class DvcConfig(Section):
+    track: bool = True  # ingest runs `dvc add data.raw_dir` so `dvc status` stays clean
+    remote_name: str = "local"
+    # The default remote: a plain folder outside the workspace. null leaves remotes alone.
+    remote_url: str | None = "../visionloop-dvc-remote"
+
+
+ExpectationName = Literal[
+    "columns",
+    "not_empty",
+    "sha256_format",
+    "sha256_unique",
+    "labels_in_class_map",
+    "no_label_conflicts",
+    "files_present",
+    "width_in_bounds",
+    "height_in_bounds",
+    "allowed_modes",
+    "min_per_class",
+    "max_imbalance",
+]
+
+
+class ValidationConfig(Section):
+    report_dir: ProjectPath = Path("reports/validation")  # results JSON + Data Docs HTML
+    # Source modes (manifest `mode`) that visionloop.images knows how to normalise.
+    allowed_modes: tuple[str, ...] = (
+        *("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr"),
+        *("I", "I;16", "I;16B", "I;16L", "F"),
+    )
+    min_per_class: int = Field(5, ge=0)  # images per class in the class map
+    max_imbalance: float = Field(10.0, ge=1)  # largest class / each class
+    # These stop the pipeline when they fail; every other expectation only warns.
+    blocking: tuple[ExpectationName, ...] = (
+        "columns",
+        "not_empty",
+        "sha256_format",
+        "sha256_unique",
+        "labels_in_class_map",
+        "no_label_conflicts",
+        "files_present",
+        "width_in_bounds",
+        "height_in_bounds",
+        "allowed_modes",
+    )
+
+
 class DataConfig(Section):
     incoming_dir: ProjectPath = Path("data/incoming")
     raw_dir: ProjectPath = Path("data/raw")
     quarantine_dir: ProjectPath = Path("data/quarantine")
     demo: DemoConfig = DemoConfig()
+    ingest: IngestConfig = IngestConfig()
+    dvc: DvcConfig = DvcConfig()
+    validation: ValidationConfig = ValidationConfig()
 
 
 class SplitFractions(Section):

@@ -31,6 +31,12 @@ class Stage:
 
 # In pipeline order. Each issue that adds a stage adds its line here and in dvc.yaml.
 STAGES: dict[str, Stage] = {
+    "validate": Stage(
+        name="validate",
+        target="visionloop.validation:validate_stage",
+        params=("data.raw_dir", "data.validation", "data.ingest.min_side", "data.ingest.max_side"),
+        summary="Great Expectations suite over the manifest; blocking failures stop the run.",
+    ),
     "split": Stage(
         "split",
         "visionloop.splits:run_split",

@@ -13,9 +13,10 @@ import numpy as np
 import yaml
 
 from tests.helpers import REPO_ROOT, run_cli
-from tests.rawdata import add_drop, pattern_image
+from tests.rawdata import pattern_image, write_drop
 from visionloop.prepared import open_prepared_split
 from visionloop.splits import read_split
+from visionloop.stages import STAGES
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "test",
@@ -55,9 +56,10 @@ class Repo:
         return json.loads(result.stdout)
 
     def add_drop(self, name: str, seeds: range) -> list[str]:
+        """A generated drop, ingested by `visionloop data ingest` (which runs `dvc add`)."""
         drop = [(["ant", "bee"][seed % 2], pattern_image(seed)) for seed in seeds]
-        shas = add_drop(self.path / "data" / "raw", name, drop)
-        self.run("dvc", "add", "data/raw")
+        shas = write_drop(self.path / "data" / "incoming" / name, drop)
+        self.run("visionloop", "data", "ingest", "--allow-new-classes", name)
         self.commit(f"ingest {name}")
         return shas
 
@@ -69,8 +71,8 @@ class Repo:
         return {row.sha256: row.split for row in read_split(self.path / "data" / "splits")}
 
 
-def make_repo(tmp_path: Path, seeds: range = range(24)) -> Repo:
-    """The project's pipeline files, its stage code, and a local-folder remote."""
+def make_repo(tmp_path: Path, seeds: range | None = range(24)) -> Repo:
+    """A fresh project: its pipeline files, code and default remote; `seeds`: a first drop."""
     path = tmp_path / "project"
     path.mkdir()
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
@@ -84,8 +86,10 @@ def make_repo(tmp_path: Path, seeds: range = range(24)) -> Repo:
     repo = Repo(path)
     repo.run("git", "init", "-q")
     repo.run("dvc", "init", "-q")
-    repo.run("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"))
-    repo.add_drop("drop-1", seeds)
+    # the project's default remote: a folder beside the workspace (tmp_path/visionloop-dvc-remote)
+    shutil.copy(REPO_ROOT / ".dvc" / "config", path / ".dvc" / "config")
+    if seeds is not None:
+        repo.add_drop("drop-1", seeds)
     return repo
 
 
@@ -170,3 +174,27 @@ def test_a_stage_without_ingested_data_fails_with_one_line(tmp_path):
         f"Error: {tmp_path}/data/raw/manifest.csv: no manifest; "
         "ingest a drop first (visionloop data ingest)"
     ]
+
+
+def test_fresh_project_demo_ingest_repro_then_a_later_drop(tmp_path):
+    """The real flow: `visionloop data demo`, `data ingest`, `dvc repro`, one drop at a time."""
+    repo = make_repo(tmp_path, seeds=None)
+    repo.run("visionloop", "data", "demo")
+    repo.run("visionloop", "data", "ingest", "digits-001")
+    repo.commit("ingest digits-001")
+    out = repo.run("dvc", "repro")
+    assert all(f"Running stage '{name}'" in out for name in STAGES)
+    first = repo.splits()
+    assert len(first) == 1438
+    repo.commit("repro")
+
+    again = repo.run("dvc", "repro")
+    assert "Running stage" not in again and "Data and pipelines are up to date" in again
+
+    repo.run("visionloop", "data", "ingest", "digits-002")
+    out = repo.run("dvc", "repro")
+    assert "Running stage 'split'" in out and '"new": 179' in out
+    second = repo.splits()
+    assert len(second) == 1617 and all(second[sha] == split for sha, split in first.items())
+    placed = sum(split != "excluded" for sha, split in second.items() if sha not in first)
+    assert f'"decoded": {placed},' in out

@@ -18,9 +18,8 @@ from visionloop.splits import locate_images, read_split, run_split
 def make_config(tmp_path, **prepare):
     shutil.copy(REPO_PARAMS, tmp_path / "params.yaml")
     overrides = {
-        "data": {"raw_dir": "raw"},
-        "split": {"dir": "splits"},
-        "prepare": {"dir": "prepared", "cache_dir": "cache", "image_size": 16, **prepare},
+        "data": {"dvc": {"track": False}},
+        "prepare": {"image_size": 16, **prepare},
     }
     return load_config(tmp_path / "params.yaml", overrides)
 
@@ -37,7 +36,7 @@ def mixed_images(seeds):
 
 def prepared_dataset(tmp_path, **prepare):
     config = make_config(tmp_path, **prepare)
-    add_drop(config.data.raw_dir, "d1", mixed_images(range(30)))
+    add_drop(config, "d1", mixed_images(range(30)))
     run_split(config)
     return config
 
@@ -69,7 +68,7 @@ def test_a_rerun_decodes_nothing_and_a_new_drop_decodes_only_its_images(tmp_path
     assert again["decoded"] == 0 and again["from_cache"] == 30
     assert np.array_equal(open_prepared_split(config.prepare.dir, "train").images, first)
 
-    add_drop(config.data.raw_dir, "d2", mixed_images(range(100, 110)))
+    add_drop(config, "d2", mixed_images(range(100, 110)))
     run_split(config)
     assert run_prepare(config)["decoded"] == 10
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import REPO_PARAMS
-from tests.rawdata import add_drop, near_copy, pattern_image, remove_images
+from tests.rawdata import add_drop, near_copy, pattern_image
 from visionloop.config import SplitConfig, load_config
 from visionloop.errors import VisionloopError
 from visionloop.splits import (
@@ -23,9 +23,10 @@ from visionloop.splits import (
 
 
 def make_config(tmp_path, **split):
-    overrides = {"data": {"raw_dir": str(tmp_path / "raw")}, "split": {"dir": "splits", **split}}
+    """The repo's params in tmp_path (so every path is under it), no DVC, `split` overrides."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO_PARAMS, tmp_path / "params.yaml")
+    overrides = {"data": {"dvc": {"track": False}}, "split": split}
     return load_config(tmp_path / "params.yaml", overrides)
 
 
@@ -56,10 +57,10 @@ def test_near_pairs_finds_exactly_the_close_pairs():
 
 def test_split_is_deterministic_and_stable_across_drops(tmp_path):
     config = make_config(tmp_path)
-    add_drop(config.data.raw_dir, "d1", images("a", range(60)) + images("b", range(100, 140)))
+    add_drop(config, "d1", images("a", range(60)) + images("b", range(100, 140)))
     run_split(config)
     first = assignments(config)
-    add_drop(config.data.raw_dir, "d2", images("a", range(200, 230)) + images("b", range(300, 320)))
+    add_drop(config, "d2", images("a", range(200, 230)) + images("b", range(300, 320)))
     summary = run_split(config)
     second = assignments(config)
 
@@ -75,14 +76,14 @@ def test_a_planted_near_duplicate_pair_shares_a_split_now_and_later(tmp_path):
     config = make_config(tmp_path)
     originals = [pattern_image(seed) for seed in range(40)]
     drop = [("a", image) for image in originals] + [("a", near_copy(originals[0]))]
-    shas = add_drop(config.data.raw_dir, "d1", drop)
+    shas = add_drop(config, "d1", drop)
     run_split(config)
     rows = assignments(config)
     assert rows[shas[0]].split == rows[shas[-1]].split
     assert rows[shas[0]].group == rows[shas[-1]].group
 
     later = [("a", near_copy(originals[i], shift=2)) for i in range(40)]
-    later_shas = add_drop(config.data.raw_dir, "d2", later)
+    later_shas = add_drop(config, "d2", later)
     run_split(config)
     rows = assignments(config)
     for original, copy in zip(shas[:40], later_shas, strict=True):
@@ -131,7 +132,7 @@ def test_stratified_per_class_also_for_small_classes(tmp_path):
     drop = []
     for offset, (label, size) in enumerate(sizes.items()):
         drop += images(label, range(offset * 1000, offset * 1000 + size))
-    add_drop(config.data.raw_dir, "d1", drop)
+    add_drop(config, "d1", drop)
     run_split(config)
     counts = Counter((row.label, row.split) for row in assignments(config).values())
     for label, size in sizes.items():
@@ -143,12 +144,10 @@ def test_stratified_per_class_also_for_small_classes(tmp_path):
 def test_frozen_test_never_changes_and_grow_lets_new_data_in(tmp_path):
     for policy in ("frozen", "grow"):
         config = make_config(tmp_path / policy, test_policy=policy)
-        add_drop(config.data.raw_dir, "d1", images("a", range(100)) + images("b", range(200, 260)))
+        add_drop(config, "d1", images("a", range(100)) + images("b", range(200, 260)))
         first = run_split(config)
         test_before = {s for s, r in assignments(config).items() if r.split == "test"}
-        add_drop(
-            config.data.raw_dir, "d2", images("a", range(500, 560)) + images("c", range(600, 640))
-        )
+        add_drop(config, "d2", images("a", range(500, 560)) + images("c", range(600, 640)))
         second = run_split(config)
         rows = assignments(config)
         new_test = {s for s, r in rows.items() if r.split == "test"} - test_before
@@ -165,7 +164,7 @@ def test_frozen_test_never_changes_and_grow_lets_new_data_in(tmp_path):
 
 def test_changing_split_params_or_editing_the_csv_starts_a_new_split(tmp_path):
     config = make_config(tmp_path)
-    add_drop(config.data.raw_dir, "d1", images("a", range(50)))
+    add_drop(config, "d1", images("a", range(50)))
     run_split(config)
     assert run_split(config)["previous_split"] == "continued"
     reseeded = make_config(tmp_path, seed=1)
@@ -177,10 +176,11 @@ def test_changing_split_params_or_editing_the_csv_starts_a_new_split(tmp_path):
 
 def test_removed_images_leave_the_split_and_the_rest_stay(tmp_path):
     config = make_config(tmp_path)
-    shas = add_drop(config.data.raw_dir, "d1", images("a", range(30)))
+    shas = add_drop(config, "d1", images("a", range(30)))
     run_split(config)
     before = assignments(config)
-    remove_images(config.data.raw_dir, shas[:3])
+    # the same bytes with another label: ingest quarantines every copy (a label conflict)
+    add_drop(config, "d2", [("b", pattern_image(seed)) for seed in range(3)])
     assert run_split(config)["removed"] == 3
     after = assignments(config)
     assert set(after) == set(shas[3:])
