@@ -38,16 +38,16 @@ STAGES: dict[str, Stage] = {
         summary="Great Expectations suite over the manifest; blocking failures stop the run.",
     ),
     "split": Stage(
-        "split",
-        "visionloop.splits:run_split",
-        ("data.raw_dir", "split"),
-        "Assign new images to train/val/test (stable, near-duplicate groups kept together).",
+        name="split",
+        target="visionloop.splits:run_split",
+        params=("data.raw_dir", "split"),
+        summary="Assign new images to train/val/test (stable; near-duplicates stay together).",
     ),
     "prepare": Stage(
-        "prepare",
-        "visionloop.prepare:run_prepare",
-        ("data.raw_dir", "split.dir", "prepare"),
-        "Decode and resize each split image once into uint8 tensors (content-keyed cache).",
+        name="prepare",
+        target="visionloop.prepare:run_prepare",
+        params=("data.raw_dir", "split.dir", "prepare"),
+        summary="Decode and resize each split image once into uint8 tensors (content-keyed).",
     ),
 }
 
