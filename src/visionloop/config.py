@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from visionloop.errors import ConfigError
@@ -146,12 +147,38 @@ class DataConfig(Section):
     validation: ValidationConfig = ValidationConfig()
 
 
+class SplitFractions(Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
 class SplitConfig(Section):
     dir: ProjectPath = Path("data/splits")
+    fractions: SplitFractions = SplitFractions()
+    # Orders groups before they are placed; changing it (or any key here) starts a new split.
+    seed: int = 0
+    # frozen: once a class has test images, later drops never add to test; grow: they do.
+    test_policy: Literal["frozen", "grow"] = "frozen"
+    # Images whose 64-bit perceptual hashes differ in at most this many bits are one group.
+    near_duplicate_distance: int = Field(4, ge=0, le=16)
 
 
 class PrepareConfig(Section):
     dir: ProjectPath = Path("data/prepared")
+    image_size: int = Field(32, ge=8, le=1024)  # side of the square uint8 tensors
+    # crop: shorter side to image_size, centre crop; pad: longer side, pad with white;
+    # stretch: both sides to image_size (changes the aspect ratio).
+    resize: Literal["crop", "pad", "stretch"] = "crop"
+    # Decoded, resized images keyed by content; outside DVC's outs so reruns reuse it.
+    cache_dir: ProjectPath = Path("data/cache/prepare")
 
 
 class TrainConfig(Section):

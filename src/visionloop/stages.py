@@ -37,6 +37,18 @@ STAGES: dict[str, Stage] = {
         params=("data.raw_dir", "data.validation", "data.ingest.min_side", "data.ingest.max_side"),
         summary="Great Expectations suite over the manifest; blocking failures stop the run.",
     ),
+    "split": Stage(
+        name="split",
+        target="visionloop.splits:run_split",
+        params=("data.raw_dir", "split"),
+        summary="Assign new images to train/val/test (stable; near-duplicates stay together).",
+    ),
+    "prepare": Stage(
+        name="prepare",
+        target="visionloop.prepare:run_prepare",
+        params=("data.raw_dir", "split.dir", "prepare"),
+        summary="Decode and resize each split image once into uint8 tensors (content-keyed).",
+    ),
 }
 
 
