@@ -50,3 +50,29 @@ def _rescale_to_8bit(image: Image.Image) -> Image.Image:
         high = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
         pixels = pixels * (255.0 / high)
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """Stretch to size x size with a Lanczos filter: how serving brings an image to the bundle.
+
+    Kept beside open_rgb so prepare and serving can share it; if prepare settles on another
+    rule (crop, pad), this is the one function to change.
+    """
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def images_to_uint8(images: list[Image.Image], size: int) -> np.ndarray:
+    """RGB images of any size -> one uint8 (N, size, size, 3) batch."""
+    batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for index, image in enumerate(images):
+        batch[index] = np.asarray(resize_square(to_rgb(image), size))
+    return batch
+
+
+def fit_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 (N, H, W, 3) batch at size x size: unchanged when it already is, else resized."""
+    if images.shape[1:3] == (size, size):
+        return images
+    return images_to_uint8([Image.fromarray(np.asarray(image)) for image in images], size)

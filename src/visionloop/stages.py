@@ -30,7 +30,27 @@ class Stage:
 
 
 # In pipeline order. Each issue that adds a stage adds its line here and in dvc.yaml.
-STAGES: dict[str, Stage] = {}
+STAGES: dict[str, Stage] = {
+    "evaluate": Stage(
+        "evaluate",
+        "visionloop.evaluation:evaluate",
+        (
+            "evaluate",
+            "prepare.dir",
+            "train.dir",
+            "registry.tracking_uri",
+            "registry.experiment",
+            "registry.artifact_dir",
+        ),
+        "Evaluate the candidate on the test split: metrics, calibration, plots, MLflow.",
+    ),
+    "gate": Stage(
+        "gate",
+        "visionloop.gate:gate",
+        ("gate", "evaluate.batch_size", "prepare.dir", "train.dir", "registry"),
+        "Judge the candidate against the registry's champion; write the verdict.",
+    ),
+}
 
 
 def run_stage(name: str, config: Config) -> dict[str, Any]:
