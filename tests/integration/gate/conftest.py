@@ -24,23 +24,19 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
     return train_bundles(tmp_path_factory.mktemp("bundles"))
 
 
-def path_overrides(root: Path, **gate) -> dict:
+def path_overrides(root: Path) -> dict:
     """Every path and the MLflow store moved under root; the test floors for the gate."""
     return {
         "prepare": {"dir": str(root / "prepared")},
         "train": {"dir": str(root / "candidate")},
         "evaluate": {"dir": str(root / "reports/evaluate")},
-        "gate": {"dir": str(root / "reports/gate"), **TEST_GATE, **gate},
+        "gate": {"dir": str(root / "reports/gate"), **TEST_GATE},
         "registry": {
             "tracking_uri": f"sqlite:///{root}/mlflow.db",
             "artifact_dir": str(root / "artifacts"),
             "dir": str(root / "registry"),
         },
     }
-
-
-def project_config(root: Path, **gate) -> Config:
-    return load_config(REPO_PARAMS, overrides=path_overrides(root, **gate))
 
 
 @dataclass
@@ -56,19 +52,22 @@ class Project:
         shutil.copytree(self.bundles[name], target)
 
     def with_gate(self, **gate) -> Config:
-        return project_config(self.root, **gate)
+        return self.with_overrides(gate=gate)
+
+    def with_overrides(self, **sections: dict) -> Config:
+        overrides = path_overrides(self.root)
+        for section, values in sections.items():
+            overrides[section] = {**overrides.get(section, {}), **values}
+        return load_config(REPO_PARAMS, overrides=overrides)
 
     def params_file(self) -> Path:
         """A params.yaml for the CLI and subprocesses, pointing at this test's folders."""
         params = yaml.safe_load(REPO_PARAMS.read_text())
-        for section, values in self.overrides().items():
+        for section, values in path_overrides(self.root).items():
             params[section].update(values)
         path = self.root / "params.yaml"
         path.write_text(yaml.safe_dump(params))
         return path
-
-    def overrides(self) -> dict:
-        return path_overrides(self.root)
 
     def release(self, name: str, config: Config | None = None) -> tuple[dict, dict]:
         """What the flow does for a new candidate: gate, then register and promote."""
@@ -86,6 +85,6 @@ def project(tmp_path, bundles, monkeypatch) -> Project:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)  # a stray ./mlruns would show up here
     images, labels, sha256 = test_split()
-    config = project_config(tmp_path)
+    config = load_config(REPO_PARAMS, overrides=path_overrides(tmp_path))
     write_prepared_split(config.prepare.dir, "test", images, labels, sha256)
     return Project(tmp_path, config, bundles)
