@@ -7,8 +7,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# pip prints a warning per package for this machine's empty local index folders; hide only those.
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+# pip prints a warning per package for this machine's empty local index folders; hide only
+# those. The braces keep grep's "nothing left" status from masking a failed pip (pipefail).
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: install demo test test-fast lint format clean
 
