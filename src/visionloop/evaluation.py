@@ -9,7 +9,8 @@ loss); calibration is the top-label reliability table and its expected calibrati
 - confusion.json     the confusion matrix and the most-confused (true, predicted) pairs
 - predictions.csv    one row per test image: sha256, actual, predicted, confidence (the DVC
                      `confusion` plot)
-- reliability.json   one row per confidence bin: confidence, accuracy, count (a DVC plot)
+- reliability.json   one row per non-empty confidence bin: confidence, accuracy, count (a
+                     DVC plot)
 - plots/*.png        the confusion matrix and reliability diagram drawn by matplotlib
 
 Everything is also logged to the candidate's MLflow run (train.dir/run.json), or to a new
@@ -252,7 +253,9 @@ def write_evaluation(
             "most_confused": result.most_confused,
         },
     )
-    write_json_atomic(out_dir / RELIABILITY_FILE, result.reliability)
+    # Only bins that hold images: the plot has no gaps to draw.
+    filled = [row for row in result.reliability if row["count"]]
+    write_json_atomic(out_dir / RELIABILITY_FILE, filled)
     write_text_atomic(out_dir / PREDICTIONS_FILE, predictions_csv(result, classes, labels, sha256))
     draw_plots(out_dir / PLOTS_DIR, result, classes)
 
