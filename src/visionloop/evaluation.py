@@ -210,10 +210,10 @@ def most_confused_pairs(
 
 def evaluate(config: Config) -> dict[str, Any]:
     """The evaluate stage: metrics, tables and plots under evaluate.dir, logged to MLflow."""
-    classifier = load_candidate(config)
     split = load_test_split(config)
+    classifier = load_candidate(config)
     classes = classifier.meta.classes
-    check_labels_fit(split.labels, classes)
+    check_compatible(split, classifier.meta)
     probs = classifier.predict_proba(split.images, batch_size=config.evaluate.batch_size)
     result = classification_metrics(
         split.labels,
@@ -227,12 +227,20 @@ def evaluate(config: Config) -> dict[str, Any]:
     return {"metrics": result.metrics, "mlflow_run_id": run_id, "dir": str(config.evaluate.dir)}
 
 
-def check_labels_fit(labels: np.ndarray, classes: tuple[str, ...]) -> None:
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+def check_compatible(split, meta) -> None:
+    """The prepared test split and the model must share the class map and the image size."""
+    labels = split.labels
+    if labels.min() < 0 or labels.max() >= len(meta.classes):
         raise VisionloopError(
-            f"test labels go up to {int(labels.max())} but the model knows {len(classes)} "
+            f"test labels go up to {int(labels.max())} but the model knows {len(meta.classes)} "
             "classes; the model and the prepared data use different class maps, re-run prepare "
             "and train"
+        )
+    size = split.images.shape[1]
+    if split.images.shape[1:3] != (meta.image_size, meta.image_size):
+        raise VisionloopError(
+            f"the prepared test images are {size} px but the model expects {meta.image_size} px; "
+            "re-run train after prepare"
         )
 
 

@@ -31,7 +31,7 @@ from visionloop.atomic import write_json_atomic, write_text_atomic
 from visionloop.config import Config, GateConfig
 from visionloop.evaluation import (
     candidate_bundle_dir,
-    check_labels_fit,
+    check_compatible,
     load_candidate,
     load_test_split,
     per_class_metrics,
@@ -312,7 +312,7 @@ def gate(config: Config) -> dict[str, Any]:
 
     split = load_test_split(config)
     classifier = load_candidate(config)
-    check_labels_fit(split.labels, classifier.meta.classes)
+    check_compatible(split, classifier.meta)
     candidate = ModelOnTest(
         classes=classifier.meta.classes,
         bundle_sha256=bundle_digest(candidate_bundle_dir(config)),

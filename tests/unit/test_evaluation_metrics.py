@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from visionloop.errors import VisionloopError
 from visionloop.evaluation import classification_metrics, metric_safe, reliability_table
 from visionloop.images import fit_batch
 
@@ -77,3 +78,39 @@ def test_pyfunc_input_accepts_encoded_bytes_and_uint8_arrays():
         to_image_batch(pd.DataFrame({"pixels": [b""]}), 16)
     with pytest.raises(ValueError, match="uint8"):
         to_image_batch(np.zeros((1, 16, 16, 3), dtype=np.float32), 16)
+
+
+def test_model_and_test_split_must_agree_on_classes_and_size():
+    from visionloop.bundle import BundleMeta
+    from visionloop.evaluation import check_compatible
+    from visionloop.prepared import PreparedSplit
+
+    meta = BundleMeta("simple_cnn", ("a", "b"), 16, (0.5,) * 3, (0.25,) * 3)
+    images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    check_compatible(PreparedSplit(images, np.array([0, 1]), ("h0", "h1")), meta)
+    with pytest.raises(VisionloopError, match="different class maps"):
+        check_compatible(PreparedSplit(images, np.array([0, 2]), ("h0", "h1")), meta)
+    with pytest.raises(VisionloopError, match="32 px but the model expects 16 px"):
+        check_compatible(
+            PreparedSplit(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1]), ("h0", "h1")), meta
+        )
+
+
+def test_stages_say_which_earlier_stage_is_missing(tmp_path):
+    from tests.helpers import REPO_PARAMS
+    from visionloop.config import load_config
+    from visionloop.prepared import write_prepared_split
+    from visionloop.stages import run_stage
+
+    config = load_config(
+        REPO_PARAMS,
+        overrides={"train": {"dir": str(tmp_path / "c")}, "prepare": {"dir": str(tmp_path / "p")}},
+    )
+    for stage in ("evaluate", "gate"):
+        with pytest.raises(VisionloopError, match="run the prepare stage first"):
+            run_stage(stage, config)
+    images = np.zeros((1, 16, 16, 3), dtype=np.uint8)
+    write_prepared_split(config.prepare.dir, "test", images, np.array([0]), ["h0"])
+    for stage in ("evaluate", "gate"):
+        with pytest.raises(VisionloopError, match="run the train stage first"):
+            run_stage(stage, config)
