@@ -12,6 +12,8 @@ loss); calibration is the top-label reliability table and its expected calibrati
 - reliability.json   one row per non-empty confidence bin: confidence, accuracy, count (a
                      DVC plot)
 - plots/*.png        the confusion matrix and reliability diagram drawn by matplotlib
+- candidate.json     the bundle's hash and the MLflow run the metrics went to (read by the
+                     registry, so a stale evaluation is never attached to another model)
 
 Everything is also logged to the candidate's MLflow run (train.dir/run.json), or to a new
 run when training left none.
@@ -20,6 +22,7 @@ run when training left none.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -40,6 +43,7 @@ PER_CLASS_FILE = "per_class.json"
 CONFUSION_FILE = "confusion.json"
 PREDICTIONS_FILE = "predictions.csv"
 RELIABILITY_FILE = "reliability.json"
+EVALUATED_FILE = "candidate.json"  # which bundle these files describe, and its MLflow run
 PLOTS_DIR = "plots"
 TOP5_MIN_CLASSES = 5
 
@@ -53,6 +57,15 @@ class Evaluation:
     reliability: list[dict[str, float]]
     predicted: np.ndarray  # (N,) class indices
     confidence: np.ndarray  # (N,) top-label probability
+
+
+def bundle_digest(folder: Path) -> str:
+    """A content hash of a bundle folder: names and bytes of every file, in a fixed order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def candidate_bundle_dir(config: Config) -> Path:
@@ -80,6 +93,18 @@ def load_test_split(config: Config):
     if len(split) == 0:
         raise VisionloopError(f"{config.prepare.dir / 'test'}: the test split is empty")
     return split
+
+
+def evaluation_of(config: Config, digest: str) -> tuple[dict[str, float], str] | None:
+    """The metrics and MLflow run of the last evaluation, if it was of this bundle."""
+    evaluated = config.evaluate.dir / EVALUATED_FILE
+    if not evaluated.exists():
+        return None
+    record = json.loads(evaluated.read_text())
+    if record["bundle_sha256"] != digest:
+        return None
+    metrics = json.loads((config.evaluate.dir / METRICS_FILE).read_text())
+    return metrics, record["mlflow_run_id"]
 
 
 def candidate_run_id(config: Config) -> str | None:
@@ -224,6 +249,10 @@ def evaluate(config: Config) -> dict[str, Any]:
     )
     write_evaluation(config.evaluate.dir, result, classes, split.labels, split.sha256)
     run_id = log_evaluation(config, result, config.evaluate.dir)
+    digest = bundle_digest(candidate_bundle_dir(config))
+    write_json_atomic(
+        config.evaluate.dir / EVALUATED_FILE, {"bundle_sha256": digest, "mlflow_run_id": run_id}
+    )
     return {"metrics": result.metrics, "mlflow_run_id": run_id, "dir": str(config.evaluate.dir)}
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from visionloop.atomic import write_json_atomic, write_text_atomic
 from visionloop.config import Config, GateConfig
 from visionloop.evaluation import (
+    bundle_digest,
     candidate_bundle_dir,
     check_compatible,
     load_candidate,
@@ -63,15 +64,6 @@ class ModelOnTest:
     bundle_sha256: str
     predicted: np.ndarray | None
     version: str | None = None  # registry version, for the champion
-
-
-def bundle_digest(folder: Path) -> str:
-    """A content hash of a bundle folder: names and bytes of every file, in a fixed order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 def fingerprint_test_set(sha256: tuple[str, ...], labels: np.ndarray) -> str:

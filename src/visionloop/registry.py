@@ -31,13 +31,17 @@ import numpy as np
 from visionloop.atomic import write_text_atomic
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
-from visionloop.evaluation import METRICS_FILE, candidate_bundle_dir, candidate_run_id
+from visionloop.evaluation import (
+    bundle_digest,
+    candidate_bundle_dir,
+    candidate_run_id,
+    evaluation_of,
+)
 from visionloop.gate import (
     ALREADY_CHAMPION,
     VERDICT_JSON,
     VERDICT_MD,
     ModelOnTest,
-    bundle_digest,
     format_value,
     read_verdict,
 )
@@ -182,7 +186,8 @@ def log_and_register(config: Config, bundle_dir: Path, digest: str) -> str:
     from visionloop.tracking import configure_tracking
 
     experiment_id = configure_tracking(config)
-    run_id = candidate_run_id(config)
+    evaluated = evaluation_of(config, digest)
+    run_id = candidate_run_id(config) or (evaluated[1] if evaluated else None)
     run_args = {"run_id": run_id} if run_id else {"experiment_id": experiment_id}
     with mlflow.start_run(**run_args, run_name=None if run_id else "register"):
         info = log_bundle_model(bundle_dir)
@@ -196,13 +201,13 @@ def log_and_register(config: Config, bundle_dir: Path, digest: str) -> str:
 
 def registration_tags(config: Config, digest: str) -> dict[str, str]:
     tags = {GATE_TAG: PENDING, DIGEST_TAG: digest, **git_tags(config.root)}
-    metrics_path = config.evaluate.dir / METRICS_FILE
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        tags.update({f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()})
+    evaluated = evaluation_of(config, digest)
+    if evaluated:
+        tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluated[0].items()})
     verdict = read_verdict(config.gate.dir)
     if verdict and verdict["candidate"]["bundle_sha256"] == digest:
         tags["data.test_set"] = verdict.get("test_set", {}).get("fingerprint", "")
+        tags.setdefault("metric.top1", f"{verdict['candidate']['top1']:.6g}")
     manifest = config.data.raw_dir / "manifest.csv"
     if manifest.exists():
         tags["data.manifest_sha256"] = file_sha256(manifest)
@@ -370,7 +375,7 @@ def champion_history(client, name: str) -> list[str]:
         if entry["alias"] != CHAMPION:
             continue
         if entry["action"] == "rollback":
-            stack.pop()
+            del stack[-1:]
         else:
             stack.append(entry["to_version"])
     return stack

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from visionloop.config import GateConfig
+from visionloop.evaluation import bundle_digest
 from visionloop.gate import (
     ModelOnTest,
-    bundle_digest,
     judge,
     mcnemar_exact,
     paired_bootstrap,

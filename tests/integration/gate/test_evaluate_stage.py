@@ -7,8 +7,10 @@ import json
 
 import mlflow
 import numpy as np
+import pytest
 
 from visionloop.bundle import load_bundle
+from visionloop.evaluation import bundle_digest
 from visionloop.prepared import open_prepared_split
 from visionloop.stages import run_stage
 from visionloop.tracking import configure_tracking
@@ -66,6 +68,15 @@ def test_evaluate_writes_metrics_tables_plots_and_logs_to_the_training_run(proje
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
     assert "evaluation/metrics.json" in artifacts and "evaluation/plots" in artifacts
 
+    # Registering this candidate attaches these metrics and the training run to the version.
+    from visionloop.registry import register_candidate
+
+    version = register_candidate(config)
+    registered = mlflow.MlflowClient().get_model_version(config.registry.model_name, version)
+    assert registered.run_id == run_id
+    assert float(registered.tags["metric.top1"]) == pytest.approx(metrics["top1"], abs=1e-6)
+    assert registered.tags["gate"] == "pending"
+
 
 def test_evaluate_without_a_training_run_logs_to_a_new_run(project):
     project.use_candidate("weak")
@@ -73,6 +84,16 @@ def test_evaluate_without_a_training_run_logs_to_a_new_run(project):
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.info.run_name == "evaluate"
     assert run.data.metrics["test_top1"] == summary["metrics"]["top1"]
+    evaluated = json.loads((project.config.evaluate.dir / "candidate.json").read_text())
+    assert evaluated["mlflow_run_id"] == run.info.run_id
+
+    # A newer candidate is never tagged with the metrics of the last one evaluated.
+    from visionloop.registry import registration_tags
+
+    project.use_candidate("good")
+    digest = bundle_digest(project.config.train.dir / "model")
+    assert evaluated["bundle_sha256"] != digest
+    assert not any(k.startswith("metric.") for k in registration_tags(project.config, digest))
 
 
 def test_gate_stage_registers_and_promotes_only_when_params_say_so(project):
