@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -199,6 +200,16 @@ def test_rollback_restores_the_previous_champion_and_audits_it(project):
     assert lines[1].startswith("v2") and "champion" in lines[1]
     assert lines[2].startswith("v3") and "challenger" in lines[2] and "gate=failed" in lines[2]
 
+    # A previous champion that no longer loads is never rolled back to.
+    weights = stored_weights(project.config, "1")
+    saved = weights.read_bytes()
+    weights.unlink()
+    with pytest.raises(VisionloopError, match="v1 failed its smoke prediction"):
+        rollback(project.config, "try")
+    assert champion_version(project.config) == "2"
+    assert audit_file(project.config)[-1]["action"] == "register"  # no move, no entry
+    weights.write_bytes(saved)
+
     rolled = run_cli("--params", str(params), "rollback", "--reason", "v2 misroutes 7s")
     assert rolled.returncode == 0, rolled.stderr
     assert champion_version(project.config) == "1"
@@ -216,3 +227,17 @@ def test_rollback_restores_the_previous_champion_and_audits_it(project):
     promote(project.config, "2", "fixed upstream")
     assert champion_version(project.config) == "2"
     assert audit_file(project.config)[-1]["action"] == "manual_promote"
+
+
+def stored_weights(config, version: str) -> Path:
+    """Where the registry keeps a version's weights (to break one for real)."""
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    client = registry_client(config)
+    source = client.get_model_version(config.registry.model_name, version).source
+    model_id = source.removeprefix("models:/")
+    location = urlparse(mlflow.get_logged_model(model_id).artifact_location).path
+    (weights,) = Path(location).glob("artifacts/*/weights.pt")
+    return weights
