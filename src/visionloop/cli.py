@@ -140,6 +140,66 @@ for _spec in STAGES.values():
     _add_stage_command(_spec)
 
 
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """The model registry: list versions (default), register and promote the candidate."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
+
+
+@models.command("list")
+@click.pass_obj
+def models_list(app: AppContext) -> None:
+    """List registered versions with their aliases and gate verdicts."""
+    from visionloop.registry import list_versions
+
+    rows = list_versions(app.config)
+    if not rows:
+        click.echo(f"no registered versions of {app.config.registry.model_name} yet")
+    for row in rows:
+        aliases = ",".join(row["aliases"]) or "-"
+        click.echo(
+            f"v{row['version']:<4} {aliases:<22} gate={row['gate']:<9} "
+            f"top1={row['top1'] or '-':<8} {row['created']}  {row['summary']}"
+        )
+
+
+@models.command("register")
+@click.option("--no-promote", is_flag=True, help="Only register; do not apply the verdict.")
+@click.pass_obj
+def models_register(app: AppContext, no_promote: bool) -> None:
+    """Register the candidate, then promote it if the gate's verdict passed."""
+    from visionloop.registry import register_and_promote, register_candidate
+
+    if no_promote:
+        outcome = {"action": "registered", "version": register_candidate(app.config)}
+    else:
+        outcome = register_and_promote(app.config)
+    click.echo(json.dumps(outcome, indent=2, sort_keys=True))
+
+
+@cli.command("promote")
+@click.option("--version", "version", required=True, help="The registered version to promote.")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.pass_obj
+def promote_command(app: AppContext, version: str, reason: str) -> None:
+    """Make a version that passed its gate the champion (a recorded manual override)."""
+    from visionloop.registry import promote
+
+    click.echo(json.dumps(promote(app.config, version, reason), sort_keys=True))
+
+
+@cli.command("rollback")
+@click.option("--reason", default="rollback", show_default=True, help="Kept in the audit log.")
+@click.pass_obj
+def rollback_command(app: AppContext, reason: str) -> None:
+    """Move champion back to the previous champion, after a smoke prediction."""
+    from visionloop.registry import rollback
+
+    click.echo(json.dumps(rollback(app.config, reason), sort_keys=True))
+
+
 def main() -> None:
     apply_offline_defaults()
     cli.main(prog_name="visionloop")

@@ -188,10 +188,27 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     dir: ProjectPath = Path("reports/evaluate")
+    batch_size: int = Field(256, ge=1)  # images per forward pass
+    calibration_bins: int = Field(15, ge=2, le=100)  # equal-width confidence bins for ECE
+    top_confused_pairs: int = Field(10, ge=0)  # most-confused (true, predicted) pairs reported
 
 
 class GateConfig(Section):
     dir: ProjectPath = Path("reports/gate")
+    # Absolute floors, applied to every candidate (the first model gets only these).
+    min_top1: float = Field(0.80, ge=0, le=1)
+    min_class_recall: float = Field(0.50, ge=0, le=1)
+    # Candidate top-1 minus champion top-1 must be at least this: negative is a tolerance,
+    # positive a required gain (which must then also be significant).
+    min_gain: float = Field(0.0, ge=-1, le=1)
+    max_class_recall_drop: float = Field(0.10, ge=0, le=1)  # per-class regression limit
+    significance: Literal["mcnemar", "bootstrap", "both"] = "both"  # paired tests used
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0  # bootstrap RNG seed: the same inputs give the same verdict
+    # The champion was trained on another class map: "reject" the candidate, or judge it
+    # on the floors alone ("floors_only"); the verdict says which happened.
+    on_class_map_change: Literal["reject", "floors_only"] = "reject"
 
 
 class RegistryConfig(Section):
@@ -200,6 +217,9 @@ class RegistryConfig(Section):
     # A relative sqlite:/// path is relative to params.yaml's folder; MLFLOW_TRACKING_URI wins.
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_dir: ProjectPath = Path("mlruns/artifacts")
+    dir: ProjectPath = Path("models/registry")  # audit.jsonl: every alias move
+    # dvc repro's gate stage also registers and promotes; off, those are CLI/flow actions.
+    act_in_pipeline: bool = False
 
 
 class FlowsConfig(Section):

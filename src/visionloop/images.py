@@ -156,3 +156,18 @@ def fit_square(image: Image.Image, size: int, mode: str = "crop") -> Image.Image
 def load_for_model(source: Path | bytes, size: int, mode: str = "crop") -> np.ndarray:
     """Decode with `open_rgb`, resize with `fit_square`: uint8 (size, size, 3), as trained on."""
     return np.asarray(fit_square(open_rgb(source), size, mode), dtype=np.uint8)
+
+
+def images_to_uint8(images: list[Image.Image], size: int, mode: str = "crop") -> np.ndarray:
+    """Images of any size and mode -> one uint8 (N, size, size, 3) batch, by `fit_square`."""
+    batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for index, image in enumerate(images):
+        batch[index] = np.asarray(fit_square(to_rgb(image), size, mode))
+    return batch
+
+
+def fit_batch(images: np.ndarray, size: int, mode: str = "crop") -> np.ndarray:
+    """A uint8 (N, H, W, 3) batch at size x size: unchanged when it already is, else resized."""
+    if images.shape[1:3] == (size, size):
+        return images
+    return images_to_uint8([Image.fromarray(np.asarray(image)) for image in images], size, mode)

@@ -49,6 +49,25 @@ STAGES: dict[str, Stage] = {
         params=("data.raw_dir", "split.dir", "prepare"),
         summary="Decode and resize each split image once into uint8 tensors (content-keyed).",
     ),
+    "evaluate": Stage(
+        name="evaluate",
+        target="visionloop.evaluation:evaluate",
+        params=(
+            "evaluate",
+            "prepare.dir",
+            "train.dir",
+            "registry.tracking_uri",
+            "registry.experiment",
+            "registry.artifact_dir",
+        ),
+        summary="Evaluate the candidate on the test split: metrics, calibration, plots, MLflow.",
+    ),
+    "gate": Stage(
+        name="gate",
+        target="visionloop.gate:gate",
+        params=("gate", "evaluate.batch_size", "prepare.dir", "train.dir", "registry"),
+        summary="Judge the candidate against the registry's champion; write the verdict.",
+    ),
 }
 
 
