@@ -30,7 +30,14 @@ class Stage:
 
 
 # In pipeline order. Each issue that adds a stage adds its line here and in dvc.yaml.
-STAGES: dict[str, Stage] = {}
+STAGES: dict[str, Stage] = {
+    "train": Stage(
+        "train",
+        "visionloop.training.engine:train_stage",
+        ("train",),
+        "Train a model on the prepared cache with early stopping; write the bundle.",
+    ),
+}
 
 
 def run_stage(name: str, config: Config) -> dict[str, Any]:
