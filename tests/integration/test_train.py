@@ -101,7 +101,7 @@ def test_training_writes_a_bundle_metrics_history_and_one_mlflow_run(tmp_path, c
 
     classifier = load_bundle(config.train.dir / "model")
     val = open_prepared_split(config.prepare.dir, "val")
-    probs = classifier.predict_proba(np.asarray(val.images))
+    probs = classifier.predict_proba(np.array(val.images))
     assert probs.shape == (20, 10)
     assert np.isclose((probs.argmax(1) == val.labels).mean(), metrics["val_accuracy"])
     assert classifier.meta.classes == tuple(str(c) for c in range(10))
@@ -120,7 +120,7 @@ def test_training_writes_a_bundle_metrics_history_and_one_mlflow_run(tmp_path, c
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"bundle", "classes.json", "training_curves.png"} <= artifacts
     model = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
-    example = classifier.to_input(np.asarray(val.images[:2]))
+    example = classifier.to_input(np.array(val.images[:2]))
     assert np.allclose(model(example).detach().numpy(), classifier.module(example).detach().numpy())
 
 

@@ -71,8 +71,9 @@ def pick_device(setting: str, local_rank: int) -> torch.device:
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype, or None for full precision.
 
-    auto is off on CPU: without AMX, bf16 autocast made our models slower here (see
-    docs/training.md); on CUDA it is bf16 where supported, else fp16 (with a grad scaler).
+    auto is off on CPU, where bf16 helps some models and slows others (measured in
+    docs/training.md), so it is an explicit choice there; on CUDA it is bf16 where
+    supported, else fp16 (with a grad scaler).
     """
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return None
