@@ -2,13 +2,15 @@
 
 1. naive: the seed's loop, torchvision ImageFolder over PNG files + ToTensor + Adam,
    decoding every image every epoch;
-2. stage: visionloop's train stage (default params) on the prepared cache;
+2. stage: one epoch of visionloop's train stage (`engine.Session.run_epoch`, default params:
+   batches from the prepared cache, augmentation, AdamW, schedule, validation);
 3. compute: forward + backward + optimizer step on tensors already in memory.
 
-Both trainers are evaluated after every epoch on the same held-out digits (the bench puts
-them in the stage's `val` split, so early stopping here sees them: fine for a speed bench,
-never for a real run). Prints images/s and time to reach the naive loop's best accuracy,
-as ratios. Run: `python -m bench.train [--size 32] [--epochs 15]` from the repo root.
+The three run interleaved, one epoch each in turn, so that load from other processes falls
+on all of them alike; img/s are medians over epochs (training time only, evaluation
+excluded for every contestant). Naive and stage are evaluated after every epoch on the same
+held-out digits (the bench puts them in the stage's `val` split: fine for a speed bench,
+never for a real run). Run from the repo root: `python -m bench.train [--threads 1]`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,74 @@ from tests.helpers import REPO_PARAMS
 from visionloop.config import load_config
 from visionloop.models import build_model
 from visionloop.prepared import open_prepared_split, write_prepared_split
+from visionloop.training.engine import Session
+from visionloop.training.progress import Progress
+from visionloop.training.runtime import Runtime
+
+BATCH = 64
+
+
+class NaiveLoop:
+    """The seed's loop: decode every PNG every epoch."""
+
+    def __init__(self, folder: Path, test: tuple[np.ndarray, np.ndarray], size: int) -> None:
+        from torchvision import datasets, transforms
+
+        torch.manual_seed(0)
+        self.dataset = datasets.ImageFolder(str(folder), transform=transforms.ToTensor())
+        self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=BATCH, shuffle=True)
+        self.model = build_model("simple_cnn", num_classes=10, image_size=size)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.test_x = torch.from_numpy(test[0]).permute(0, 3, 1, 2).float() / 255
+        self.test_y = test[1]
+
+    def epoch(self) -> tuple[float, float]:
+        """(train seconds, test accuracy)"""
+        self.model.train()
+        started = time.perf_counter()
+        for images, labels in self.loader:
+            self.optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(self.model(images), labels).backward()
+            self.optimizer.step()
+        elapsed = time.perf_counter() - started
+        self.model.eval()
+        with torch.inference_mode():
+            predicted = self.model(self.test_x).argmax(1).numpy()
+        return elapsed, float((predicted == self.test_y).mean())
+
+
+class ComputeLimit:
+    """Forward + backward + AdamW step on normalised tensors already in memory."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, channels_last: bool):
+        torch.manual_seed(0)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = build_model("simple_cnn", 10, size).to(memory_format=memory_format)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.3) / 0.4
+        x = x.contiguous(memory_format=memory_format)
+        self.batches = list(zip(x.split(BATCH), torch.from_numpy(labels).split(BATCH), strict=True))
+        self.count = len(labels)
+
+    def epoch(self) -> float:
+        started = time.perf_counter()
+        for inputs, targets in self.batches:
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(self.model(inputs), targets).backward()
+            self.optimizer.step()
+        return time.perf_counter() - started
+
+
+def stage_session(root: Path, prepared: Path, raw: Path) -> Session:
+    config = load_config(
+        REPO_PARAMS,
+        overrides={
+            "data": {"raw_dir": str(raw)},
+            "prepare": {"dir": str(prepared)},
+            "train": {"dir": str(root / "candidate"), "checkpoint_dir": str(root / "ck")},
+        },
+    )
+    return Session(config, Runtime(torch.device("cpu")))
 
 
 def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
@@ -34,87 +104,6 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Pa
         (root / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / str(label) / f"{index:04d}.png")
     return root
-
-
-def naive_loop(train_dir: Path, test: tuple[np.ndarray, np.ndarray], size: int, epochs: int):
-    """The seed's loop; returns per-epoch (cumulative train seconds, test accuracy, img/s)."""
-    from torchvision import datasets, transforms
-
-    torch.manual_seed(0)
-    dataset = datasets.ImageFolder(str(train_dir), transform=transforms.ToTensor())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
-    model = build_model("simple_cnn", num_classes=10, image_size=size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    test_x = torch.from_numpy(test[0]).permute(0, 3, 1, 2).float() / 255
-    rows, spent = [], 0.0
-    for _ in range(epochs):
-        model.train()
-        started = time.perf_counter()
-        for images, labels in loader:
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(images), labels).backward()
-            optimizer.step()
-        elapsed = time.perf_counter() - started
-        spent += elapsed
-        model.eval()
-        with torch.inference_mode():
-            accuracy = (model(test_x).argmax(1).numpy() == test[1]).mean()
-        rows.append((spent, float(accuracy), len(dataset) / elapsed))
-    return rows
-
-
-def stage_run(root: Path, prepared: Path, raw: Path):
-    """Our stage with the default params; per-epoch (cumulative seconds, accuracy, img/s)."""
-    from visionloop.training.engine import train
-
-    config = load_config(
-        REPO_PARAMS,
-        overrides={
-            "data": {"raw_dir": str(raw)},
-            "prepare": {"dir": str(prepared)},
-            "registry": {
-                "tracking_uri": f"sqlite:///{root}/mlflow.db",
-                "artifact_dir": str(root / "artifacts"),
-            },
-            "train": {
-                "dir": str(root / "candidate"),
-                "checkpoint_dir": str(root / "checkpoints"),
-                "progress": "off",
-                "log_model": False,
-            },
-        },
-    )
-    train(config)
-    import csv
-
-    with open(config.train.dir / "history.csv") as handle:
-        history = list(csv.DictReader(handle))
-    spent, rows = 0.0, []
-    for row in history:
-        spent += float(row["epoch_time_s"])
-        rows.append((spent, float(row["val_accuracy"]), float(row["images_per_s"])))
-    return rows, config
-
-
-def compute_limit(images: np.ndarray, labels: np.ndarray, size: int, channels_last: bool):
-    """img/s of forward+backward+AdamW step on normalised tensors already in memory."""
-    torch.manual_seed(0)
-    model = build_model("simple_cnn", num_classes=10, image_size=size)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.3) / 0.4
-    x = x.contiguous(memory_format=memory_format)
-    y = torch.from_numpy(labels)
-    batches = list(zip(x.split(64), y.split(64), strict=True))
-    seen, started = 0, time.perf_counter()
-    for _ in range(5):
-        for inputs, targets in batches:
-            optimizer.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(inputs), targets).backward()
-            optimizer.step()
-            seen += len(targets)
-    return seen / (time.perf_counter() - started)
 
 
 def svc_test_accuracy(images, labels, parts) -> float:
@@ -126,65 +115,82 @@ def svc_test_accuracy(images, labels, parts) -> float:
     return float((model.predict(pixels[parts["test"]]) == labels[parts["test"]]).mean())
 
 
-def time_to(rows, target: float) -> float | None:
-    return next((spent for spent, accuracy, _ in rows if accuracy >= target), None)
+def time_to(rows: list[tuple[float, float]], target: float) -> float | None:
+    """Cumulative training seconds when the accuracy first reaches target."""
+    spent = 0.0
+    for seconds, accuracy in rows:
+        spent += seconds
+        if accuracy >= target:
+            return spent
+    return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=15, help="epochs of the naive loop")
+    parser.add_argument("--epochs", type=int, default=12)
+    # On a loaded 2-core machine, 2 OpenMP threads wait on each other at every small op;
+    # 1 thread gives stable ratios there.
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads [default: torch's]"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images, labels = digits_rgb(args.size)
+    parts = stratified_split(labels, (0.70, 0.15, 0.15), seed=0)
+    train_x, train_y = images[parts["train"]], labels[parts["train"]]
+    test_x, test_y = images[parts["test"]], labels[parts["test"]]
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)
         paths = write_digits_cache(root, size=args.size)
         test = open_prepared_split(paths["prepared_dir"], "test")
-        test_images, test_labels = np.array(test.images), np.array(test.labels)
-        write_prepared_split(  # the stage validates on the held-out digits
-            paths["prepared_dir"], "val", test_images, test_labels, list(test.sha256)
+        assert np.array_equal(test.images, test_x)  # the same split on both sides
+        write_prepared_split(paths["prepared_dir"], "val", test_x, test_y, list(test.sha256))
+        naive = NaiveLoop(
+            write_image_folder(root / "png", train_x, train_y), (test_x, test_y), args.size
         )
-        images, labels = digits_rgb(args.size)
-        parts = stratified_split(labels, (0.70, 0.15, 0.15), seed=0)
-        train_index = parts["train"]
-        folder = write_image_folder(root / "png", images[train_index], labels[train_index])
-
-        naive = naive_loop(folder, (test_images, test_labels), args.size, args.epochs)
-        ours, config = stage_run(root / "stage", paths["prepared_dir"], paths["raw_dir"])
-        limit = compute_limit(
-            images[train_index], labels[train_index], args.size, config.train.channels_last
-        )
-        other_layout = compute_limit(
-            images[train_index], labels[train_index], args.size, not config.train.channels_last
-        )
-
-    report(naive, ours, limit, other_layout, config.train.channels_last, torch.get_num_threads())
-    svc = svc_test_accuracy(images, labels, parts)
-    print(f"SVC baseline (raw pixels, same split): test accuracy {svc:.4f}")
-
-
-def report(naive, ours, limit, other_layout, channels_last, threads) -> None:
-    naive_best = max(accuracy for _, accuracy, _ in naive)
-    naive_time = time_to(naive, naive_best)
-    our_time = time_to(ours, naive_best)
-    naive_speed = float(np.median([s for _, _, s in naive]))
-    our_speed = float(np.median([s for _, _, s in ours]))
-    print(f"simple_cnn on the digits, {threads} torch threads; img/s are medians over epochs")
-    print(f"  naive ImageFolder loop : {naive_speed:8.0f} img/s  best acc {naive_best:.4f}")
-    our_best = max(accuracy for _, accuracy, _ in ours)
-    print(f"  our train stage        : {our_speed:8.0f} img/s  best acc {our_best:.4f}")
-    print(f"  compute limit          : {limit:8.0f} img/s  (channels_last={channels_last})")
-    print(
-        f"  compute, other layout  : {other_layout:8.0f} img/s  (channels_last={not channels_last})"
+        stage = stage_session(root / "stage", paths["prepared_dir"], paths["raw_dir"])
+        compute = ComputeLimit(train_x, train_y, args.size, stage.cfg.channels_last)
+        naive_rows, stage_rows, compute_speeds = [], [], []
+        with Progress("off") as quiet:
+            for _ in range(args.epochs):
+                naive_rows.append(naive.epoch())
+                if not stage.finished:
+                    metrics = stage.run_epoch(quiet)
+                    stage_rows.append((metrics["epoch_time_s"], metrics["val_accuracy"]))
+                compute_speeds.append(compute.count / compute.epoch())
+    count = len(train_y)
+    report(
+        naive_rows,
+        stage_rows,
+        count,
+        float(np.median(compute_speeds)),
+        svc_test_accuracy(images, labels, parts),
     )
-    print(f"images/s  naive / limit  = {naive_speed / limit:.2f}")
-    print(f"images/s  stage / limit  = {our_speed / limit:.2f}   (target >= 0.95)")
-    print(f"images/s  stage / naive  = {our_speed / naive_speed:.2f}")
-    if our_time is None:
-        print(f"time to {naive_best:.4f}: naive {naive_time:.1f}s, stage never reached it")
+
+
+def report(naive_rows, stage_rows, count, limit, svc) -> None:
+    naive_speed = float(np.median([count / s for s, _ in naive_rows]))
+    stage_speed = float(np.median([count / s for s, _ in stage_rows]))
+    naive_best = max(a for _, a in naive_rows)
+    naive_time, stage_time = time_to(naive_rows, naive_best), time_to(stage_rows, naive_best)
+    print(f"simple_cnn, digits, {torch.get_num_threads()} threads; medians over epochs")
+    print(f"  naive ImageFolder loop : {naive_speed:7.0f} img/s  best test acc {naive_best:.4f}")
+    print(
+        f"  our train stage        : {stage_speed:7.0f} img/s  best test acc "
+        f"{max(a for _, a in stage_rows):.4f}"
+    )
+    print(f"  compute limit          : {limit:7.0f} img/s")
+    print(f"  SVC baseline (pixels)  :               test acc {svc:.4f}")
+    print(f"img/s   naive / compute = {naive_speed / limit:.2f}")
+    print(f"img/s   stage / compute = {stage_speed / limit:.2f}  (target >= 0.95)")
+    if stage_time is None:
+        print(f"time to {naive_best:.4f}: naive {naive_time:.1f}s; the stage never reached it")
     else:
         print(
-            f"time to naive's best ({naive_best:.4f}): naive {naive_time:.1f}s, stage "
-            f"{our_time:.1f}s, ratio stage/naive = {our_time / naive_time:.2f} (target <= 0.33)"
+            f"time to {naive_best:.4f} (naive's best): naive {naive_time:.1f}s, stage "
+            f"{stage_time:.1f}s; stage / naive = {stage_time / naive_time:.2f}  (target <= 0.33)"
         )
 
 

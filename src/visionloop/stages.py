@@ -34,7 +34,8 @@ STAGES: dict[str, Stage] = {
     "train": Stage(
         "train",
         "visionloop.training.engine:train_stage",
-        ("train",),
+        # registry.* only says where the run is reported, not what is trained: not a param
+        ("data.raw_dir", "split.dir", "prepare.dir", "train"),
         "Train a model on the prepared cache with early stopping; write the bundle.",
     ),
 }

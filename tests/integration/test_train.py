@@ -82,7 +82,7 @@ def cli_env() -> dict[str, str]:
 
 
 def test_the_stage_is_registered_with_its_params():
-    assert STAGES["train"].params == ("train",)
+    assert STAGES["train"].params == ("data.raw_dir", "split.dir", "prepare.dir", "train")
     assert STAGES["train"].load().__name__ == "train_stage"
 
 

@@ -80,7 +80,7 @@ def train(config: Config, resume: str = "never") -> dict[str, Any]:
         stop_runtime(runtime)
 
 
-class _Session:
+class Session:
     """Everything one training run builds before its first epoch."""
 
     def __init__(self, config: Config, runtime: Runtime) -> None:
@@ -135,7 +135,8 @@ class _Session:
         self.best_state = state["best_model"]
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
-        self.finished = bool(state["finished"])
+        # Not the stored flag: `--resume` with more epochs continues a finished run.
+        self.finished = self.early.should_stop or self.epoch >= self.cfg.epochs
         self.run_id = state["run_id"]
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -206,7 +207,7 @@ def _wrap(model: nn.Module, cfg: TrainConfig, runtime: Runtime) -> nn.Module:
     return net
 
 
-def fingerprints(config: Config, session: _Session, world_size: int) -> dict[str, str]:
+def fingerprints(config: Config, session: Session, world_size: int) -> dict[str, str]:
     """Hashes of what decides the run: params, and data (images, labels, class map, stats).
     A checkpoint is only continued automatically when both match."""
     params = config.train.model_dump(mode="json", exclude=NOT_FINGERPRINTED)
@@ -257,7 +258,7 @@ def clear_checkpoints(folder: Path) -> None:
 
 
 def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
-    session = _Session(config, runtime)
+    session = Session(config, runtime)
     cfg = config.train
     state = checkpoint_to_resume(cfg.checkpoint_dir, resume, session.fingerprint)
     runtime.barrier()  # every process has read the checkpoint before any is deleted
@@ -298,7 +299,7 @@ def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
     return summary
 
 
-def finish(session: _Session, resumed_from: int | None) -> dict[str, Any]:
+def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
     """Best weights into the bundle; metrics, history and run files; the run's artifacts."""
     cfg = session.cfg
     model = unwrap(session.net)
