@@ -267,11 +267,13 @@ def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
     elif runtime.is_main:
         clear_checkpoints(cfg.checkpoint_dir)
     resumed_from = session.epoch if state is not None else None
-    if runtime.is_main:
-        session.run_id = mlflow_run.start_or_resume_run(config, session.run_id)
-        write_run_file(cfg.dir, session.run_id, resumed_from)
-        mlflow_run.log_start(config, session.image_size, runtime.world_size, str(runtime.device))
     try:
+        if runtime.is_main:
+            session.run_id = mlflow_run.start_or_resume_run(config, session.run_id)
+            write_run_file(cfg.dir, session.run_id, resumed_from)
+            mlflow_run.log_start(
+                config, session.image_size, runtime.world_size, str(runtime.device)
+            )
         with Progress(cfg.progress, enabled=runtime.is_main) as progress:
             if resumed_from is not None:
                 progress.message(f"resuming after epoch {resumed_from} from {cfg.checkpoint_dir}")
