@@ -126,7 +126,8 @@ def training_curves(history: list[dict[str, float]]):
 
 
 def data_version(config: Config) -> dict[str, str]:
-    """DVC's hash of data/raw, the split manifest's hash, and the git commit, when known."""
+    """DVC's hashes of data/raw (its .dvc file) and of the split manifest (dvc.lock), the
+    manifest's own sha256, and the git commit, each when known."""
     tags: dict[str, str] = {}
     raw_dvc = config.data.raw_dir.with_name(config.data.raw_dir.name + ".dvc")
     if raw_dvc.exists():
@@ -136,10 +137,27 @@ def data_version(config: Config) -> dict[str, str]:
     manifest = config.split.dir / "split.csv"
     if manifest.exists():
         tags["data.split_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        locked = dvc_lock_md5(config.root, manifest)
+        if locked:
+            tags["data.split_md5"] = locked
     commit = git_commit(config.root)
     if commit:
         tags["git.commit"] = commit
     return tags
+
+
+def dvc_lock_md5(root: Path, path: Path) -> str | None:
+    """The md5 dvc.lock records for an output, if a stage lists it."""
+    lock = root / "dvc.lock"
+    if not lock.exists() or not path.is_relative_to(root):
+        return None
+    wanted = path.relative_to(root).as_posix()
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
+    for stage in stages.values():
+        for out in stage.get("outs") or []:
+            if out.get("path") == wanted and "md5" in out:
+                return str(out["md5"])
+    return None
 
 
 def git_commit(folder: Path) -> str | None:
