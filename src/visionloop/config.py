@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from visionloop.errors import ConfigError
 
@@ -71,6 +79,13 @@ class EarlyStoppingConfig(Section):
     mode: Literal["max", "min"] = "max"
     patience: int = Field(10, ge=1)  # epochs without improvement before stopping
     min_delta: float = Field(0.0, ge=0)  # smaller changes do not count as improvement
+
+    @model_validator(mode="after")
+    def _mode_fits_the_metric(self) -> EarlyStoppingConfig:
+        wanted = "min" if self.monitor.endswith("loss") else "max"
+        if self.mode != wanted:
+            raise ValueError(f"{self.monitor} improves when it goes {wanted}; set mode: {wanted}")
+        return self
 
 
 class TrainConfig(Section):

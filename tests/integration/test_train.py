@@ -124,6 +124,24 @@ def test_training_writes_a_bundle_metrics_history_and_one_mlflow_run(tmp_path, c
     assert np.allclose(model(example).detach().numpy(), classifier.module(example).detach().numpy())
 
 
+def test_train_help_stays_light_and_bad_early_stopping_params_are_one_line(tmp_path, cache):
+    code = (
+        "import sys\n"
+        "from visionloop.cli import cli\n"
+        "try:\n"
+        "    cli.main(['train', '--help'], prog_name='visionloop')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('torch', 'mlflow', 'prefect') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--resume" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]"
+    params = write_params(tmp_path, cache, early_stopping={"monitor": "val_loss", "mode": "max"})
+    result = run_cli("--params", str(params), "train")
+    assert result.returncode == 2
+    assert "train.early_stopping: Value error, val_loss improves when it goes min" in result.stderr
+
+
 def test_resume_refuses_when_there_is_no_checkpoint(tmp_path, cache):
     result = run_cli("--params", str(write_params(tmp_path, cache)), "train", "--resume")
     assert result.returncode == 1
