@@ -20,6 +20,7 @@ from tests.digits import write_digits_cache
 from tests.helpers import REPO_PARAMS, run_cli
 from visionloop.bundle import load_bundle
 from visionloop.config import _deep_merge, load_config
+from visionloop.errors import VisionloopError
 from visionloop.prepared import open_prepared_split
 from visionloop.stages import STAGES
 from visionloop.training.engine import train
@@ -140,6 +141,12 @@ def test_train_help_stays_light_and_bad_early_stopping_params_are_one_line(tmp_p
     result = run_cli("--params", str(params), "train")
     assert result.returncode == 2
     assert "train.early_stopping: Value error, val_loss improves when it goes min" in result.stderr
+
+
+def test_an_empty_val_split_is_a_clear_error(tmp_path):
+    empty_val = write_digits_cache(tmp_path / "digits", size=16, per_class=2, fractions=(1, 0, 0))
+    with pytest.raises(VisionloopError, match="prepared val split is empty"):
+        train(load_config(write_params(tmp_path, empty_val)))
 
 
 def test_resume_refuses_when_there_is_no_checkpoint(tmp_path, cache):

@@ -90,6 +90,12 @@ class Session:
         self.class_map = read_class_map(config.data.raw_dir)
         self.train_split = open_split(config.prepare.dir, "train")
         self.val_split = open_split(config.prepare.dir, "val")
+        for name, split in (("train", self.train_split), ("val", self.val_split)):
+            if len(split) == 0:
+                raise VisionloopError(
+                    f"the prepared {name} split is empty; training and early stopping need "
+                    "both train and val images (add data or change split.fractions)"
+                )
         self.image_size = image_size_of(self.train_split, "train")
         if image_size_of(self.val_split, "val") != self.image_size:
             raise VisionloopError("prepared train and val images differ in size; rerun prepare")
