@@ -127,7 +127,9 @@ def test_repro_runs_end_to_end_then_skips_then_reruns_only_what_changed(tmp_path
     audit = next(iter(metrics.values()))["data"]["data/splits/audit.json"]["data"]
     assert audit["cross_split_near_duplicate_pairs"] == 0 and audit["images"] == 34
     plots = repo.run_json("dvc", "plots", "show", "--json")
-    assert "errors" not in plots and "data/splits/class_counts.csv" in plots["data"]
+    # the training plots do not exist yet: only the data half was reproduced
+    data_errors = [e for e in plots.get("errors", []) if e.get("source", "").startswith("data/")]
+    assert data_errors == [] and "data/splits/class_counts.csv" in plots["data"]
 
 
 def test_exp_run_with_a_changed_split_param_makes_a_new_split(tmp_path):
@@ -152,20 +154,28 @@ def test_exp_run_with_a_changed_split_param_makes_a_new_split(tmp_path):
 
 def test_push_then_pull_into_a_fresh_clone_restores_data_and_outputs(tmp_path):
     repo = make_repo(tmp_path)
-    repo.run("dvc", "repro", "prepare")
+    repo.run("dvc", "repro")
     repo.commit("repro")
     repo.run("dvc", "push")
 
     clone = Repo(tmp_path / "clone")
     repo.run("git", "clone", "-q", str(repo.path), str(clone.path))
     clone.run("dvc", "pull")
-    for relative in ("data/raw/manifest.csv", "data/splits/split.csv", "data/prepared/stats.json"):
+    restored_files = (
+        "data/raw/manifest.csv",
+        "data/splits/split.csv",
+        "data/prepared/stats.json",
+        "models/candidate/model/weights.pt",
+    )
+    for relative in restored_files:
         assert (clone.path / relative).read_bytes() == (repo.path / relative).read_bytes()
     original = open_prepared_split(repo.path / "data" / "prepared", "train")
     restored = open_prepared_split(clone.path / "data" / "prepared", "train")
     assert np.array_equal(original.images, restored.images)
-    assert "Data and pipelines are up to date" in clone.run("dvc", "status")
-    assert "Running stage" not in clone.run("dvc", "repro", "prepare")
+    # only the gate, which reads the registry that DVC cannot see, is always out of date
+    status = clone.run("dvc", "status")
+    assert re.findall(r"^(\w+):", status, flags=re.M) == ["gate"] and "always changed" in status
+    assert re.findall(r"Running stage '(\w+)'", clone.run("dvc", "repro")) == ["gate"]
 
 
 def test_a_stage_without_ingested_data_fails_with_one_line(tmp_path):
