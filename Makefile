@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/visionloop data demo
+	$(BIN)/visionloop data ingest
+	$(BIN)/visionloop stage validate
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu"

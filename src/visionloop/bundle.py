@@ -32,6 +32,7 @@ class BundleMeta:
     mean: tuple[float, float, float]  # per-channel, on 0..1 pixels
     std: tuple[float, float, float]
     class_map_version: int = 1
+    resize: str = "crop"  # images.fit_square's mode, as prepare used it (serving must match)
 
     @classmethod
     def from_json(cls, text: str) -> BundleMeta:

@@ -88,6 +88,41 @@ def data_demo(app: AppContext, out: Path | None) -> None:
         click.echo(f"wrote {drop.count:5d} images in {len(drop.per_class)} classes to {drop.path}")
 
 
+@data.command("ingest")
+@click.argument("drops", nargs=-1)
+@click.option(
+    "--allow-new-classes",
+    is_flag=True,
+    default=None,
+    help="Accept drops that bring classes not yet in the class map "
+    "[default: data.ingest.allow_new_classes].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def data_ingest(
+    app: AppContext,
+    drops: tuple[str, ...],
+    allow_new_classes: bool | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Take drops in (default: every drop in data.incoming_dir not yet ingested).
+
+    A DROP is a name in data.incoming_dir or a path: a folder of class-named folders, or a
+    .zip/.tar/.tar.gz of one. Exits 3 when a drop was rejected or held.
+    """
+    from visionloop.ingest import format_summary, ingest_drops
+    from visionloop.ingest.run import DropsNeedAttention, to_json
+
+    result = ingest_drops(
+        app.config, list(drops) or None, allow_new_classes=allow_new_classes, progress=not quiet
+    )
+    click.echo(to_json(result) if as_json else "\n".join(format_summary(result)))
+    if result.problems():
+        raise DropsNeedAttention(result)
+
+
 @cli.group(hidden=not STAGES)
 def stage() -> None:
     """Run one pipeline stage (what dvc.yaml's commands call)."""
@@ -105,6 +140,64 @@ for _spec in STAGES.values():
     _add_stage_command(_spec)
 
 
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """The model registry: list versions (default), register and promote the candidate."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
+
+
+@models.command("list")
+@click.pass_obj
+def models_list(app: AppContext) -> None:
+    """List registered versions with their aliases and gate verdicts."""
+    from visionloop.registry import list_versions
+
+    rows = list_versions(app.config)
+    if not rows:
+        click.echo(f"no registered versions of {app.config.registry.model_name} yet")
+    for row in rows:
+        aliases = ",".join(row["aliases"]) or "-"
+        click.echo(
+            f"v{row['version']:<4} {aliases:<22} gate={row['gate']:<9} "
+            f"top1={row['top1'] or '-':<8} {row['created']}  {row['summary']}"
+        )
+
+
+@models.command("register")
+@click.option("--no-promote", is_flag=True, help="Only register; do not apply the verdict.")
+@click.pass_obj
+def models_register(app: AppContext, no_promote: bool) -> None:
+    """Register the candidate, then promote it if the gate's verdict passed."""
+    from visionloop.registry import register_and_promote, register_candidate
+
+    if no_promote:
+        outcome = {"action": "registered", "version": register_candidate(app.config)}
+    else:
+        outcome = register_and_promote(app.config)
+    click.echo(json.dumps(outcome, indent=2, sort_keys=True))
+
+
+@cli.command("promote")
+@click.option("--version", "version", required=True, help="The registered version to promote.")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.pass_obj
+def promote_command(app: AppContext, version: str, reason: str) -> None:
+    """Make a version that passed its gate the champion (a recorded manual override)."""
+    from visionloop.registry import promote
+
+    click.echo(json.dumps(promote(app.config, version, reason), sort_keys=True))
+
+
+@cli.command("rollback")
+@click.option("--reason", default="rollback", show_default=True, help="Kept in the audit log.")
+@click.pass_obj
+def rollback_command(app: AppContext, reason: str) -> None:
+    """Move champion back to the previous champion, after a smoke prediction."""
+    from visionloop.registry import rollback
+
+    click.echo(json.dumps(rollback(app.config, reason), sort_keys=True))
 @cli.group()
 def flows() -> None:
     """Prefect flows: retrain once now, or serve the schedule and the drop trigger."""

@@ -8,12 +8,22 @@ same params work whichever folder a command is started from.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from visionloop.errors import ConfigError
 
@@ -42,19 +52,133 @@ class DemoConfig(Section):
     seed: int = 0
 
 
+class ArchiveLimits(Section):
+    """Limits a drop must stay within (archives and folders alike), else it is rejected whole."""
+
+    max_members: int = Field(200_000, ge=1)  # files and folders in one drop
+    max_bytes: int = Field(20_000_000_000, ge=1)  # total uncompressed bytes of one drop
+    max_ratio: float = Field(100.0, gt=1)  # uncompressed/compressed size beyond this is a bomb
+    ratio_min_bytes: int = Field(1_000_000, ge=0)  # the ratio is judged only above this size
+
+
+class IngestConfig(Section):
+    done_dir: ProjectPath = Path("data/incoming/.done")  # ingested drops are moved here
+    work_dir: ProjectPath = Path("data/.ingest")  # staging; same filesystem as raw_dir
+    report_dir: ProjectPath = Path("reports/ingest")  # one JSON per drop: every file's fate
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP")  # Pillow format names accepted
+    min_side: int = Field(8, ge=1)  # pixels; smaller images are quarantined (too_small)
+    max_side: int = Field(12_000, ge=1)  # pixels; larger ones are quarantined (too_large)
+    max_pixels: int = Field(50_000_000, ge=1)  # width x height cap (decompression bombs)
+    max_file_bytes: int = Field(200_000_000, ge=1)  # one file larger than this: file_too_large
+    allow_new_classes: bool = False  # else a drop bringing a class not in the map is held
+    label_pattern: str = r"^\w(?:[\w.+ -]{0,98}[\w+-])?$"  # safe class-folder names
+    workers: int = Field(0, ge=0)  # decoding threads; 0 = one per CPU core (at most 8)
+    limits: ArchiveLimits = ArchiveLimits()
+
+    @field_validator("label_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _upper(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(f.upper() for f in value)
+
+
+class DvcConfig(Section):
+    track: bool = True  # ingest runs `dvc add data.raw_dir` so `dvc status` stays clean
+    remote_name: str = "local"
+    # The default remote: a plain folder outside the workspace. null leaves remotes alone.
+    remote_url: str | None = "../visionloop-dvc-remote"
+
+
+ExpectationName = Literal[
+    "columns",
+    "not_empty",
+    "sha256_format",
+    "sha256_unique",
+    "labels_in_class_map",
+    "no_label_conflicts",
+    "files_present",
+    "width_in_bounds",
+    "height_in_bounds",
+    "allowed_modes",
+    "min_per_class",
+    "max_imbalance",
+]
+
+
+class ValidationConfig(Section):
+    report_dir: ProjectPath = Path("reports/validation")  # results JSON + Data Docs HTML
+    # Source modes (manifest `mode`) that visionloop.images knows how to normalise.
+    allowed_modes: tuple[str, ...] = (
+        *("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr"),
+        *("I", "I;16", "I;16B", "I;16L", "F"),
+    )
+    min_per_class: int = Field(5, ge=0)  # images per class in the class map
+    max_imbalance: float = Field(10.0, ge=1)  # largest class / each class
+    # These stop the pipeline when they fail; every other expectation only warns.
+    blocking: tuple[ExpectationName, ...] = (
+        "columns",
+        "not_empty",
+        "sha256_format",
+        "sha256_unique",
+        "labels_in_class_map",
+        "no_label_conflicts",
+        "files_present",
+        "width_in_bounds",
+        "height_in_bounds",
+        "allowed_modes",
+    )
+
+
 class DataConfig(Section):
     incoming_dir: ProjectPath = Path("data/incoming")
     raw_dir: ProjectPath = Path("data/raw")
     quarantine_dir: ProjectPath = Path("data/quarantine")
     demo: DemoConfig = DemoConfig()
+    ingest: IngestConfig = IngestConfig()
+    dvc: DvcConfig = DvcConfig()
+    validation: ValidationConfig = ValidationConfig()
+
+
+class SplitFractions(Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
 
 
 class SplitConfig(Section):
     dir: ProjectPath = Path("data/splits")
+    fractions: SplitFractions = SplitFractions()
+    # Orders groups before they are placed; changing it (or any key here) starts a new split.
+    seed: int = 0
+    # frozen: once a class has test images, later drops never add to test; grow: they do.
+    test_policy: Literal["frozen", "grow"] = "frozen"
+    # Images whose 64-bit perceptual hashes differ in at most this many bits are one group.
+    near_duplicate_distance: int = Field(4, ge=0, le=16)
 
 
 class PrepareConfig(Section):
     dir: ProjectPath = Path("data/prepared")
+    image_size: int = Field(32, ge=8, le=1024)  # side of the square uint8 tensors
+    # crop: shorter side to image_size, centre crop; pad: longer side, pad with white;
+    # stretch: both sides to image_size (changes the aspect ratio).
+    resize: Literal["crop", "pad", "stretch"] = "crop"
+    # Decoded, resized images keyed by content; outside DVC's outs so reruns reuse it.
+    cache_dir: ProjectPath = Path("data/cache/prepare")
 
 
 class TrainConfig(Section):
@@ -64,10 +188,27 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     dir: ProjectPath = Path("reports/evaluate")
+    batch_size: int = Field(256, ge=1)  # images per forward pass
+    calibration_bins: int = Field(15, ge=2, le=100)  # equal-width confidence bins for ECE
+    top_confused_pairs: int = Field(10, ge=0)  # most-confused (true, predicted) pairs reported
 
 
 class GateConfig(Section):
     dir: ProjectPath = Path("reports/gate")
+    # Absolute floors, applied to every candidate (the first model gets only these).
+    min_top1: float = Field(0.80, ge=0, le=1)
+    min_class_recall: float = Field(0.50, ge=0, le=1)
+    # Candidate top-1 minus champion top-1 must be at least this: negative is a tolerance,
+    # positive a required gain (which must then also be significant).
+    min_gain: float = Field(0.0, ge=-1, le=1)
+    max_class_recall_drop: float = Field(0.10, ge=0, le=1)  # per-class regression limit
+    significance: Literal["mcnemar", "bootstrap", "both"] = "both"  # paired tests used
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0  # bootstrap RNG seed: the same inputs give the same verdict
+    # The champion was trained on another class map: "reject" the candidate, or judge it
+    # on the floors alone ("floors_only"); the verdict says which happened.
+    on_class_map_change: Literal["reject", "floors_only"] = "reject"
 
 
 class RegistryConfig(Section):
@@ -76,6 +217,9 @@ class RegistryConfig(Section):
     # A relative sqlite:/// path is relative to params.yaml's folder; MLFLOW_TRACKING_URI wins.
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_dir: ProjectPath = Path("mlruns/artifacts")
+    dir: ProjectPath = Path("models/registry")  # audit.jsonl: every alias move
+    # dvc repro's gate stage also registers and promotes; off, those are CLI/flow actions.
+    act_in_pipeline: bool = False
 
 
 class FlowsConfig(Section):

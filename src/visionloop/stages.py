@@ -30,7 +30,45 @@ class Stage:
 
 
 # In pipeline order. Each issue that adds a stage adds its line here and in dvc.yaml.
-STAGES: dict[str, Stage] = {}
+STAGES: dict[str, Stage] = {
+    "validate": Stage(
+        name="validate",
+        target="visionloop.validation:validate_stage",
+        params=("data.raw_dir", "data.validation", "data.ingest.min_side", "data.ingest.max_side"),
+        summary="Great Expectations suite over the manifest; blocking failures stop the run.",
+    ),
+    "split": Stage(
+        name="split",
+        target="visionloop.splits:run_split",
+        params=("data.raw_dir", "split"),
+        summary="Assign new images to train/val/test (stable; near-duplicates stay together).",
+    ),
+    "prepare": Stage(
+        name="prepare",
+        target="visionloop.prepare:run_prepare",
+        params=("data.raw_dir", "split.dir", "prepare"),
+        summary="Decode and resize each split image once into uint8 tensors (content-keyed).",
+    ),
+    "evaluate": Stage(
+        name="evaluate",
+        target="visionloop.evaluation:evaluate",
+        params=(
+            "evaluate",
+            "prepare.dir",
+            "train.dir",
+            "registry.tracking_uri",
+            "registry.experiment",
+            "registry.artifact_dir",
+        ),
+        summary="Evaluate the candidate on the test split: metrics, calibration, plots, MLflow.",
+    ),
+    "gate": Stage(
+        name="gate",
+        target="visionloop.gate:gate",
+        params=("gate", "evaluate.batch_size", "prepare.dir", "train.dir", "registry"),
+        summary="Judge the candidate against the registry's champion; write the verdict.",
+    ),
+}
 
 
 def run_stage(name: str, config: Config) -> dict[str, Any]:
