@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
-from prefect.states import Cancelled, Completed
+from prefect.states import Cancelled, Completed, Failed
 
 from tasks.actions import ingest_drops, push_data, register_and_promote
 from tasks.pipeline import reproduce_stage
@@ -38,18 +38,23 @@ def train_pipeline(params: str = str(DEFAULT_PARAMS)) -> dict:
 @flow(name="retrain")
 def retrain(params: str = str(DEFAULT_PARAMS)):
     config = load_config(params)
-    logger = get_run_logger()
     try:
         with exclusive(config.flows.lock_file, "retraining"):
-            drops = arrivals.complete_drops(config.data.incoming_dir, config.flows.settle_seconds)
-            intake = ingest_drops(config, drops)
-            create_markdown_artifact(key="intake", markdown=reports.intake_markdown(intake))
-            summary = train_pipeline(params)
-            if config.flows.push_after_retrain:
-                push_data(config)
+            return _retrain_locked(config, params)
     except AlreadyRunning as exc:
-        logger.info("skipped: %s", exc)
+        get_run_logger().info("skipped: %s", exc)
         return Cancelled(message=f"skipped: {exc}")
+
+
+def _retrain_locked(config, params: str):
+    intake = ingest_drops(config, arrivals.complete_drops(config))
+    create_markdown_artifact(key="intake", markdown=reports.intake_markdown(intake))
+    if intake.problems():
+        # The drop needs a person; training waits so the champion stays as it is.
+        return Failed(message="; ".join(p.problem() for p in intake.problems()))
+    summary = train_pipeline(params)
+    if config.flows.push_after_retrain:
+        push_data(config)
     return Completed(message=reports.one_line(summary), data=summary)
 
 
@@ -57,8 +62,7 @@ def retrain(params: str = str(DEFAULT_PARAMS)):
 def watch_drops(params: str = str(DEFAULT_PARAMS)) -> list[str]:
     config = load_config(params)
     state_file = config.flows.lock_file.with_name("announced.json")
-    complete = arrivals.complete_drops(config.data.incoming_dir, config.flows.settle_seconds)
-    new = arrivals.unannounced(complete, state_file)
+    new = arrivals.unannounced(arrivals.complete_drops(config), state_file)
     for drop in new:
         emit_event(
             DROP_COMPLETE_EVENT,

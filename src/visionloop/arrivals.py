@@ -1,9 +1,9 @@
 """Which drops in the incoming folder are complete, i.e. safe to ingest now.
 
-A drop is complete when it says so (a `READY` marker file inside a folder drop, or a
-`<archive>.ready` file beside an archive), or when nothing in it has changed for
-`settle_seconds`: a copy still in progress keeps touching files, so a drop that has been
-quiet that long is taken as whole.
+A drop is complete when it says so (a `READY` file at the top of a folder drop), or when
+nothing in it has changed for `settle_seconds`: a copy still in progress keeps touching
+files, so a drop that has been quiet that long is taken as whole. An archive can also be
+uploaded under a `.part` name and renamed when done: ingest never lists `.part` names.
 """
 
 from __future__ import annotations
@@ -13,24 +13,9 @@ import time
 from pathlib import Path
 
 from visionloop.atomic import write_text_atomic
+from visionloop.config import Config
 
 READY_MARKER = "READY"
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-
-
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def candidate_drops(incoming_dir: Path) -> list[Path]:
-    """Folders and archives in incoming_dir; hidden entries are staging or bookkeeping."""
-    if not incoming_dir.is_dir():
-        return []
-    return sorted(
-        p
-        for p in incoming_dir.iterdir()
-        if not p.name.startswith(".") and (p.is_dir() or is_archive(p))
-    )
 
 
 def is_complete(drop: Path, settle_seconds: float, now: float | None = None) -> bool:
@@ -40,15 +25,17 @@ def is_complete(drop: Path, settle_seconds: float, now: float | None = None) -> 
     return now - _newest_change(drop) >= settle_seconds
 
 
-def complete_drops(incoming_dir: Path, settle_seconds: float) -> list[Path]:
+def complete_drops(config: Config) -> list[Path]:
+    """The pending drops (as ingest lists them) that are complete now."""
+    from visionloop.ingest.run import pending_drops
+
+    drops, _still_arriving = pending_drops(config)
     now = time.time()
-    return [d for d in candidate_drops(incoming_dir) if is_complete(d, settle_seconds, now)]
+    return [d for d in drops if is_complete(d, config.flows.settle_seconds, now)]
 
 
 def _has_ready_marker(drop: Path) -> bool:
-    if drop.is_dir():
-        return (drop / READY_MARKER).is_file()
-    return drop.with_name(drop.name + ".ready").is_file()
+    return drop.is_dir() and (drop / READY_MARKER).is_file()
 
 
 def _newest_change(drop: Path) -> float:

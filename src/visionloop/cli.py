@@ -198,6 +198,8 @@ def rollback_command(app: AppContext, reason: str) -> None:
     from visionloop.registry import rollback
 
     click.echo(json.dumps(rollback(app.config, reason), sort_keys=True))
+
+
 @cli.group()
 def flows() -> None:
     """Prefect flows: retrain once now, or serve the schedule and the drop trigger."""

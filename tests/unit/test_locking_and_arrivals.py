@@ -5,7 +5,9 @@ import time
 
 import pytest
 
+from tests.helpers import REPO_PARAMS
 from visionloop.arrivals import complete_drops, is_complete, mark_announced, unannounced
+from visionloop.config import load_config
 from visionloop.locking import AlreadyRunning, exclusive
 
 
@@ -61,17 +63,21 @@ def test_a_drop_is_complete_when_marked_ready_or_quiet_long_enough(tmp_path):
     assert is_complete(quiet, settle_seconds=60)
     assert not is_complete(copying, settle_seconds=60)
     assert is_complete(marked, settle_seconds=60)
-    assert complete_drops(tmp_path, settle_seconds=60) == [marked, quiet]
 
 
-def test_archives_complete_by_side_marker_or_age_and_hidden_entries_are_ignored(tmp_path):
-    archive = tmp_path / "drop.zip"
+def test_complete_drops_skips_uploads_in_progress_and_hidden_entries(tmp_path):
+    config = load_config(
+        REPO_PARAMS,
+        overrides={"data": {"incoming_dir": str(tmp_path)}, "flows": {"settle_seconds": 60}},
+    )
+    quiet = make_drop(tmp_path, "quiet", age=120)
+    make_drop(tmp_path, "copying", age=0)
+    archive = tmp_path / "old.zip"
     archive.write_bytes(b"PK")
-    (tmp_path / ".staging").mkdir()
-    (tmp_path / "notes.txt").write_text("not a drop")
-    assert complete_drops(tmp_path, settle_seconds=60) == []
-    (tmp_path / "drop.zip.ready").write_text("")
-    assert complete_drops(tmp_path, settle_seconds=60) == [archive]
+    os.utime(archive, (time.time() - 120, time.time() - 120))
+    (tmp_path / "new.zip.part").write_bytes(b"PK")
+    (tmp_path / ".done").mkdir()
+    assert complete_drops(config) == [archive, quiet]
 
 
 def test_each_drop_is_announced_once_until_it_changes(tmp_path):

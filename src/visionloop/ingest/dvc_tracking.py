@@ -87,3 +87,20 @@ def ensure_remote(repo, config: Config, root: Path) -> bool:
         repo.scm_context.track_file(str(root / ".dvc" / "config"))
         repo.scm_context.track_changed_files()
     return True
+
+
+def push(config: Config) -> int:
+    """`dvc push` to the default remote (set up first if params name one); files pushed."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    root = find_repo_root(config)
+    try:
+        with Repo(str(root)) as repo:
+            ensure_remote(repo, config, root)
+            return repo.push()
+    except DvcException as exc:
+        raise DvcTrackingError(
+            f"`dvc push` failed ({exc}); the data is safe locally, run `dvc push` when the "
+            "remote is reachable"
+        ) from None
