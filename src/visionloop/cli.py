@@ -123,6 +123,22 @@ def data_ingest(
         raise DropsNeedAttention(result)
 
 
+@cli.command("train")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the last good checkpoint in train.checkpoint_dir (same MLflow run).",
+)
+@click.pass_obj
+def train_command(app: AppContext, resume: bool) -> None:
+    """Train on the prepared cache; under `torchrun --nproc-per-node N -m visionloop train`, DDP."""
+    from visionloop.training.engine import train
+
+    summary = train(app.config, resume="always" if resume else "never")
+    if summary:  # empty on the other DDP processes: rank 0 reports
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
 @cli.group(hidden=not STAGES)
 def stage() -> None:
     """Run one pipeline stage (what dvc.yaml's commands call)."""

@@ -43,7 +43,8 @@ ProjectPath = Annotated[Path, AfterValidator(_resolve_against_root)]
 class Section(BaseModel):
     """Base of every section: immutable, and a misspelt key is an error, not a silent default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # validate_default: a path left out of params.yaml is still resolved against its folder.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class DemoConfig(Section):
@@ -181,9 +182,58 @@ class PrepareConfig(Section):
     cache_dir: ProjectPath = Path("data/cache/prepare")
 
 
+class AugmentConfig(Section):
+    crop_scale: tuple[float, float] = (0.8, 1.0)  # random resized crop: area kept, low..high
+    crop_ratio: tuple[float, float] = (0.9, 1.1)  # and its aspect ratio range
+    hflip: bool = False  # only for classes that look the same mirrored (not digits)
+    policy: Literal["none", "trivialaugment", "randaugment"] = "none"
+    mixup_alpha: float = Field(0.0, ge=0)  # 0 turns mixup off
+    cutmix_alpha: float = Field(0.0, ge=0)  # 0 turns cutmix off
+
+
+class EarlyStoppingConfig(Section):
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    patience: int = Field(10, ge=1)  # epochs without improvement before stopping
+    min_delta: float = Field(0.0, ge=0)  # smaller changes do not count as improvement
+
+    @model_validator(mode="after")
+    def _mode_fits_the_metric(self) -> EarlyStoppingConfig:
+        wanted = "min" if self.monitor.endswith("loss") else "max"
+        if self.mode != wanted:
+            raise ValueError(f"{self.monitor} improves when it goes {wanted}; set mode: {wanted}")
+        return self
+
+
 class TrainConfig(Section):
     dir: ProjectPath = Path("models/candidate")
+    # Outside the DVC output on purpose: DVC deletes outputs before it reruns a stage.
+    checkpoint_dir: ProjectPath = Path("models/checkpoints")
     seed: int = 0
+    model: str = "simple_cnn"
+    pretrained: ProjectPath | None = None  # a local state_dict or checkpoint; never downloaded
+    freeze: str = "none"  # none | all (all but the head) | a layer name (freeze what precedes)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)  # per process
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "onecycle", "constant"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0)  # linear warm-up (cosine and step)
+    step_epochs: int = Field(10, ge=1)  # step schedule: multiply lr by step_gamma every so often
+    step_gamma: float = Field(0.1, gt=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float = Field(0.0, ge=0)  # max gradient norm; 0 turns clipping off
+    augment: AugmentConfig = AugmentConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on CUDA, off on CPU
+    channels_last: bool = True
+    compile: bool = False  # torch.compile: pays off on long GPU runs only
+    log_model: bool = True  # also log an mlflow.pytorch model (signature + input example)
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"  # auto: bar on a TTY, else lines
 
 
 class EvaluateConfig(Section):

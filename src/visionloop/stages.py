@@ -49,6 +49,13 @@ STAGES: dict[str, Stage] = {
         params=("data.raw_dir", "split.dir", "prepare"),
         summary="Decode and resize each split image once into uint8 tensors (content-keyed).",
     ),
+    "train": Stage(
+        name="train",
+        target="visionloop.training.engine:train_stage",
+        # registry.* only says where the run is reported, not what is trained: not a param
+        params=("data.raw_dir", "split.dir", "prepare.dir", "train"),
+        summary="Train a model on the prepared cache with early stopping; write the bundle.",
+    ),
     "evaluate": Stage(
         name="evaluate",
         target="visionloop.evaluation:evaluate",

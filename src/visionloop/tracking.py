@@ -29,8 +29,7 @@ def configure_tracking(config: Config) -> str:
     uri = tracking_uri(config)
     if uri.startswith(SQLITE_PREFIX):
         Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    _set_uris_without_exporting(mlflow, uri)
     experiment = mlflow.get_experiment_by_name(config.registry.experiment)
     if experiment is not None:
         return experiment.experiment_id
@@ -40,3 +39,17 @@ def configure_tracking(config: Config) -> str:
     return mlflow.create_experiment(
         config.registry.experiment, artifact_location=artifact_root.as_uri()
     )
+
+
+def _set_uris_without_exporting(mlflow, uri: str) -> None:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; this module would then read
+    that back as the user's override, and every later config (another project, a test's
+    tmp_path) would log into the first store. Keep the environment as the user left it."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

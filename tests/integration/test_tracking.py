@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from tests.helpers import REPO_PARAMS
@@ -44,3 +45,16 @@ def test_runs_log_into_the_configured_store_and_artifact_folder(tmp_path, monkey
     assert (tmp_path / "mlflow.db").exists()
     assert list((tmp_path / "artifacts" / "visionloop").rglob("note.txt"))
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_configuring_one_store_does_not_capture_the_next(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; read back as the user's override,
+    it would send every later project's runs into the first store."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first, second = shrunk_config(tmp_path / "a"), shrunk_config(tmp_path / "b")
+    configure_tracking(first)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    configure_tracking(second)
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path}/b/mlflow.db"

@@ -40,5 +40,5 @@ def test_bundle_round_trip_predicts_the_same_probabilities(tmp_path):
 
 
 def test_unknown_architecture_names_the_choices():
-    with pytest.raises(ValueError, match="choose one of simple_cnn"):
+    with pytest.raises(ValueError, match="choose one of alexnet"):
         build_model("resnet999", num_classes=2, image_size=32)

@@ -1,0 +1,361 @@
+"""`train(config)`: the train stage from prepared cache to model bundle, resumable.
+
+The checkpoint written after every epoch holds everything that decides what happens next:
+weights, optimizer, scheduler, grad scaler, early-stopping state, the best weights so far,
+the history, the epoch and step, and the MLflow run id. Randomness is reseeded at the start
+of every epoch from (seed, epoch, rank), so a run resumed from epoch k draws the same numbers
+as an uninterrupted run does in epoch k+1 (see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from visionloop.bundle import BundleMeta, save_bundle
+from visionloop.config import Config, TrainConfig
+from visionloop.errors import VisionloopError
+from visionloop.models import build_model, freeze, load_pretrained
+from visionloop.training import mlflow_run
+from visionloop.training.augment import Augment
+from visionloop.training.checkpoint import (
+    list_checkpoints,
+    load_latest_checkpoint,
+    save_checkpoint,
+    write_atomically,
+)
+from visionloop.training.data import (
+    batch_count,
+    batches,
+    image_size_of,
+    normalisation_stats,
+    open_split,
+    read_class_map,
+)
+from visionloop.training.early_stopping import EarlyStopping
+from visionloop.training.loop import cpu_state, train_one_epoch, unwrap, validate
+from visionloop.training.optim import build_optimizer, build_scheduler
+from visionloop.training.progress import Progress
+from visionloop.training.runtime import (
+    Runtime,
+    epoch_seed,
+    seed_everything,
+    start_runtime,
+    stop_runtime,
+)
+
+log = logging.getLogger(__name__)
+
+RESUME_MODES = ("never", "auto", "always")
+BUNDLE_DIR = "model"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+RUN_FILE = "run.json"
+# Params that change where things go or how they are shown, not what is trained.
+NOT_FINGERPRINTED = {"dir", "checkpoint_dir", "progress", "log_model"}
+
+
+def train_stage(config: Config) -> dict[str, Any]:
+    """The DVC/Prefect stage: continues an interrupted run of the same params and data."""
+    return train(config, resume="auto")
+
+
+def train(config: Config, resume: str = "never") -> dict[str, Any]:
+    """Train, early-stop, write the bundle; resume: never, auto (same params and data), always."""
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+    runtime = start_runtime(config.train)
+    try:
+        return _train(config, resume, runtime)
+    finally:
+        stop_runtime(runtime)
+
+
+class Session:
+    """Everything one training run builds before its first epoch."""
+
+    def __init__(self, config: Config, runtime: Runtime) -> None:
+        cfg = config.train
+        self.config, self.cfg, self.runtime = config, cfg, runtime
+        seed_everything(cfg.seed)
+        self.class_map = read_class_map(config.data.raw_dir)
+        self.train_split = open_split(config.prepare.dir, "train")
+        self.val_split = open_split(config.prepare.dir, "val")
+        for name, split in (("train", self.train_split), ("val", self.val_split)):
+            if len(split) == 0:
+                raise VisionloopError(
+                    f"the prepared {name} split is empty; training and early stopping need "
+                    "both train and val images (add data or change split.fractions)"
+                )
+        self.image_size = image_size_of(self.train_split, "train")
+        if image_size_of(self.val_split, "val") != self.image_size:
+            raise VisionloopError("prepared train and val images differ in size; rerun prepare")
+        self.mean, self.std = normalisation_stats(config.prepare.dir, self.train_split)
+        self.model = _build(cfg, len(self.class_map.classes), self.image_size, runtime)
+        self.net = _wrap(self.model, cfg, runtime)
+        self.sampler = DistributedSampler(
+            range(len(self.train_split)),
+            num_replicas=runtime.world_size,
+            rank=runtime.rank,
+            shuffle=True,
+            seed=cfg.seed,
+        )
+        self.steps_per_epoch = batch_count(len(self.sampler), cfg.batch_size)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(
+            runtime.device.type, enabled=runtime.amp_dtype == torch.float16
+        )
+        self.augment = Augment(
+            cfg.augment,
+            self.mean,
+            self.std,
+            len(self.class_map.classes),
+            runtime.device,
+            cfg.channels_last,
+        )
+        es = cfg.early_stopping
+        self.early = EarlyStopping(es.mode, es.patience, es.min_delta)
+        self.fingerprint = fingerprints(config, self, runtime.world_size)
+        self.history: list[dict[str, float]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epoch = 0
+        self.finished = False
+        self.run_id: str | None = None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        unwrap(self.net).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.early.load_state_dict(state["early_stopping"])
+        self.best_state = state["best_model"]
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+        # Not the stored flag: `--resume` with more epochs continues a finished run.
+        self.finished = self.early.should_stop or self.epoch >= self.cfg.epochs
+        self.run_id = state["run_id"]
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "step": self.scheduler.last_epoch,  # the scheduler counts optimizer steps
+            "model": cpu_state(self.net),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "early_stopping": self.early.state_dict(),
+            "best_model": self.best_state,
+            "history": self.history,
+            "finished": self.finished,
+            "run_id": self.run_id,
+            "fingerprint": self.fingerprint,
+        }
+
+    def run_epoch(self, progress: Progress) -> dict[str, float]:
+        cfg, runtime = self.cfg, self.runtime
+        self.epoch += 1
+        torch.manual_seed(epoch_seed(cfg.seed, self.epoch, runtime.rank))
+        self.sampler.set_epoch(self.epoch)
+        progress.start_epoch(self.epoch, cfg.epochs, self.steps_per_epoch)
+        metrics = train_one_epoch(
+            self.net,
+            batches(self.train_split, list(self.sampler), cfg.batch_size),
+            self.augment,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            runtime,
+            label_smoothing=cfg.label_smoothing,
+            grad_clip=cfg.grad_clip,
+            progress=progress,
+        )
+        metrics.update(validate(self.net, self.val_split, self.augment, runtime, cfg.batch_size))
+        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        metrics["epoch_time_s"] = metrics.pop("train_time_s")
+        if self.early.update(metrics[cfg.early_stopping.monitor], self.epoch):
+            self.best_state = cpu_state(self.net)
+        self.finished = self.early.should_stop or self.epoch >= cfg.epochs
+        self.history.append({"epoch": self.epoch, **metrics})
+        return metrics
+
+
+def _build(cfg: TrainConfig, num_classes: int, image_size: int, runtime: Runtime) -> nn.Module:
+    try:
+        model = build_model(cfg.model, num_classes=num_classes, image_size=image_size)
+    except ValueError as exc:
+        raise VisionloopError(f"train.model: {exc}") from None
+    if cfg.pretrained is not None:
+        fresh = load_pretrained(model, cfg.pretrained)
+        if fresh and runtime.is_main:
+            log.warning("pretrained weights: %s re-initialised (shape differs)", ", ".join(fresh))
+    freeze(model, cfg.model, cfg.freeze)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return model.to(runtime.device, memory_format=memory_format)
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, runtime: Runtime) -> nn.Module:
+    net = model
+    if runtime.distributed:
+        device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if cfg.compile:
+        net = torch.compile(net)
+    return net
+
+
+def fingerprints(config: Config, session: Session, world_size: int) -> dict[str, str]:
+    """Hashes of what decides the run: params, and data (images, labels, class map, stats).
+    A checkpoint is only continued automatically when both match."""
+    params = config.train.model_dump(mode="json", exclude=NOT_FINGERPRINTED)
+    params["world_size"] = world_size
+    data = hashlib.sha256()
+    data.update(json.dumps([session.class_map.version, session.class_map.classes]).encode())
+    data.update(json.dumps([session.mean, session.std]).encode())
+    for split in (session.train_split, session.val_split):
+        data.update(json.dumps([list(split.images.shape), list(split.sha256)]).encode())
+        data.update(split.labels.tobytes())
+    return {
+        "params": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest(),
+        "data": data.hexdigest(),
+    }
+
+
+def checkpoint_to_resume(
+    folder: Path, mode: str, fingerprint: dict[str, str]
+) -> dict[str, Any] | None:
+    if mode == "never":
+        return None
+    found = load_latest_checkpoint(folder)
+    if found is None:
+        if mode == "always":
+            raise VisionloopError(
+                f"{folder}: no usable checkpoint to resume from; train without --resume"
+            )
+        return None
+    path, state = found
+    if state["fingerprint"]["data"] != fingerprint["data"]:
+        if mode == "always":
+            raise VisionloopError(
+                f"{path}: the prepared data or class map changed since this checkpoint; "
+                "train without --resume"
+            )
+        return None
+    if state["fingerprint"]["params"] != fingerprint["params"]:
+        if mode == "auto":
+            return None
+        log.warning("%s: train params changed since this checkpoint; resuming with the new", path)
+    return state
+
+
+def clear_checkpoints(folder: Path) -> None:
+    for path in list_checkpoints(folder):
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+
+def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
+    session = Session(config, runtime)
+    cfg = config.train
+    state = checkpoint_to_resume(cfg.checkpoint_dir, resume, session.fingerprint)
+    runtime.barrier()  # every process has read the checkpoint before any is deleted
+    if state is not None:
+        session.restore(state)
+    elif runtime.is_main:
+        clear_checkpoints(cfg.checkpoint_dir)
+    resumed_from = session.epoch if state is not None else None
+    try:
+        if runtime.is_main:
+            session.run_id = mlflow_run.start_or_resume_run(config, session.run_id)
+            write_run_file(cfg.dir, session.run_id, resumed_from)
+            mlflow_run.log_start(
+                config, session.image_size, runtime.world_size, str(runtime.device)
+            )
+        with Progress(cfg.progress, enabled=runtime.is_main) as progress:
+            if resumed_from is not None:
+                progress.message(f"resuming after epoch {resumed_from} from {cfg.checkpoint_dir}")
+            while not session.finished:
+                metrics = session.run_epoch(progress)
+                if runtime.is_main:
+                    mlflow_run.log_epoch(metrics, session.epoch)
+                    save_checkpoint(cfg.checkpoint_dir, session.epoch, session.checkpoint_state())
+                runtime.barrier()
+                note = "  *" if session.early.best_epoch == session.epoch else ""
+                progress.epoch_done(session.epoch, cfg.epochs, metrics, note)
+            if session.early.should_stop:
+                progress.message(
+                    f"early stop after epoch {session.epoch}: no {cfg.early_stopping.monitor} "
+                    f"gain for {cfg.early_stopping.patience} epochs"
+                )
+        if not runtime.is_main:
+            return {}
+        summary = finish(session, resumed_from)
+    except BaseException:
+        if runtime.is_main:
+            mlflow_run.end_run("FAILED")
+        raise
+    mlflow_run.end_run()
+    return summary
+
+
+def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
+    """Best weights into the bundle; metrics, history and run files; the run's artifacts."""
+    cfg = session.cfg
+    model = unwrap(session.net)
+    model.load_state_dict(session.best_state)
+    meta = BundleMeta(
+        arch=cfg.model,
+        classes=session.class_map.classes,
+        image_size=session.image_size,
+        mean=tuple(session.mean),
+        std=tuple(session.std),
+        class_map_version=session.class_map.version,
+    )
+    bundle_dir = save_bundle(cfg.dir / BUNDLE_DIR, model, meta)
+    best = session.history[session.early.best_epoch - 1]
+    summary = {
+        "best_epoch": session.early.best_epoch,
+        "epochs_run": session.epoch,
+        "stopped_early": session.early.should_stop,
+        "val_accuracy": best["val_accuracy"],
+        "val_loss": best["val_loss"],
+        "train_accuracy": best["train_accuracy"],
+        "train_loss": best["train_loss"],
+        "images_per_s": sum(r["images_per_s"] for r in session.history) / len(session.history),
+        "train_time_s": sum(r["epoch_time_s"] for r in session.history),
+    }
+    write_atomically(cfg.dir / METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    write_history(cfg.dir / HISTORY_FILE, session.history)
+    mlflow_run.log_finish(session.config, bundle_dir, summary, session.history)
+    return {
+        **summary,
+        "bundle": str(bundle_dir),
+        "run_id": session.run_id,
+        "resumed_from_epoch": resumed_from,
+    }
+
+
+def write_run_file(folder: Path, run_id: str, resumed_from: int | None) -> None:
+    """The MLflow run id for the stages after this one (no tracking URI: it may hold secrets)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"run_id": run_id, "resumed_from_epoch": resumed_from}
+    write_atomically(folder / RUN_FILE, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """One row per epoch, the file DVC plots."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)

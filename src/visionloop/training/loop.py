@@ -1,0 +1,117 @@
+"""The training loop: `train_one_epoch` and `validate` return metric dicts; `fit` runs epochs
+with early stopping, checkpoints every epoch and resumes from the last good checkpoint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visionloop.prepared import PreparedSplit
+from visionloop.training.augment import Augment
+from visionloop.training.data import batches
+from visionloop.training.progress import Progress
+from visionloop.training.runtime import Runtime
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batch_iter: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    augment: Augment,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    runtime: Runtime,
+    label_smoothing: float = 0.0,
+    grad_clip: float = 0.0,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    model.train()
+    device = runtime.device
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    started = time.perf_counter()
+    for images, labels in batch_iter:
+        if len(labels) < 2:
+            continue  # batch norm cannot train on a single image
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        inputs, targets = augment.train_batch(images, labels)
+        with torch.autocast(device.type, dtype=runtime.amp_dtype, enabled=bool(runtime.amp_dtype)):
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            totals += torch.stack(
+                [
+                    loss.detach().double() * len(labels),
+                    (logits.argmax(dim=1) == labels).sum().double(),
+                    torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
+                ]
+            )
+        if progress is not None:
+            progress.advance()
+    elapsed = time.perf_counter() - started
+    loss_sum, correct, count = runtime.sum_across_processes(totals).tolist()
+    return {
+        "train_loss": loss_sum / max(count, 1),
+        "train_accuracy": correct / max(count, 1),
+        "images_per_s": count / max(elapsed, 1e-9),
+        "train_time_s": elapsed,
+    }
+
+
+@torch.inference_mode()
+def validate(
+    model: nn.Module,
+    split: PreparedSplit,
+    augment: Augment,
+    runtime: Runtime,
+    batch_size: int,
+) -> dict[str, float]:
+    """Loss and accuracy on the whole split; each process takes every world_size-th image and
+    the sums are combined, so all processes see the same numbers and stop together."""
+    model.eval()
+    device = runtime.device
+    indices = np.arange(runtime.rank, len(split), runtime.world_size)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    for images, labels in batches(split, indices, batch_size):
+        labels = labels.to(device)
+        with torch.autocast(device.type, dtype=runtime.amp_dtype, enabled=bool(runtime.amp_dtype)):
+            logits = model(augment.normalise(images.to(device)))
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        totals += torch.stack(
+            [
+                loss.double(),
+                (logits.argmax(dim=1) == labels).sum().double(),
+                torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
+            ]
+        )
+    loss_sum, correct, count = runtime.sum_across_processes(totals).tolist()
+    return {"val_loss": loss_sum / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers (what the bundle stores)."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def cpu_state(model: nn.Module) -> dict[str, Any]:
+    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}

@@ -1,0 +1,184 @@
+"""What a training run records in MLflow: params, data version, per-epoch metrics, curves,
+the class map, the bundle and (optionally) an mlflow.pytorch model.
+
+Only the main process (rank 0) calls these. The run id is kept in the checkpoint and in
+train.dir/run.json, so a resumed or rerun stage continues the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from visionloop.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def start_or_resume_run(config: Config, run_id: str | None) -> str:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from visionloop.tracking import configure_tracking
+
+    experiment_id = configure_tracking(config)
+    if run_id is not None:
+        try:
+            return mlflow.start_run(run_id=run_id).info.run_id
+        except MlflowException as exc:
+            log.warning("cannot continue MLflow run %s (%s); starting a new run", run_id, exc)
+    return mlflow.start_run(experiment_id=experiment_id, run_name="train").info.run_id
+
+
+def end_run(status: str = "FINISHED") -> None:
+    import mlflow
+
+    mlflow.end_run(status=status)
+
+
+def log_start(config: Config, image_size: int, world_size: int, device: str) -> None:
+    """Params, data version tags and the class map (idempotent, so a resume may repeat it)."""
+    import mlflow
+
+    params = _flatten(config.train.model_dump(mode="json"), "train")
+    params.update({"image_size": image_size, "world_size": world_size, "device": device})
+    existing = mlflow.active_run().data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+    mlflow.set_tags(data_version(config))
+    classes = config.data.raw_dir / "classes.json"
+    mlflow.log_text(classes.read_text(), "classes.json")
+
+
+def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+    import mlflow
+
+    mlflow.log_metrics(metrics, step=epoch)
+
+
+def log_finish(
+    config: Config, bundle_dir: Path, summary: dict[str, Any], history: list[dict[str, float]]
+) -> None:
+    import mlflow
+
+    mlflow.log_metrics(
+        {f"best_{k}": v for k, v in summary.items() if k.startswith("val_")},
+        step=summary["best_epoch"],
+    )
+    mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
+    mlflow.log_figure(training_curves(history), "training_curves.png")
+    if config.train.log_model:
+        log_torch_model(bundle_dir)
+
+
+def log_torch_model(bundle_dir: Path) -> None:
+    """The bundle's network as an mlflow.pytorch model with signature and input example."""
+    import mlflow
+    import torch
+    import torchvision
+    from mlflow.models import infer_signature
+
+    from visionloop.bundle import load_bundle
+
+    classifier = load_bundle(bundle_dir)
+    size = classifier.meta.image_size
+    example = np.zeros((2, size, size, 3), dtype=np.uint8)
+    inputs = classifier.to_input(example).numpy().astype(np.float32)
+    with torch.inference_mode():
+        outputs = classifier.module(torch.from_numpy(inputs)).numpy()
+    mlflow.pytorch.log_model(
+        classifier.module,
+        name="model",
+        signature=infer_signature(inputs, outputs),
+        input_example=inputs,
+        # Inferring requirements costs ~11 s; the model needs only these two.
+        pip_requirements=[
+            _pin("torch", torch.__version__),
+            _pin("torchvision", torchvision.__version__),
+        ],
+    )
+
+
+def _pin(package: str, version: str) -> str:
+    """name==X.Y.Z without the local build tag (+cu130), which no index serves."""
+    return f"{package}=={version.split('+')[0]}"
+
+
+def training_curves(history: list[dict[str, float]]):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 3.5))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    for split in ("train", "val"):
+        loss_axes.plot(epochs, [row[f"{split}_loss"] for row in history], label=split)
+        accuracy_axes.plot(epochs, [row[f"{split}_accuracy"] for row in history], label=split)
+    loss_axes.set(xlabel="epoch", ylabel="loss")
+    accuracy_axes.set(xlabel="epoch", ylabel="accuracy")
+    loss_axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def data_version(config: Config) -> dict[str, str]:
+    """DVC's hashes of data/raw (its .dvc file) and of the split manifest (dvc.lock), the
+    manifest's own sha256, and the git commit, each when known."""
+    tags: dict[str, str] = {}
+    raw_dvc = config.data.raw_dir.with_name(config.data.raw_dir.name + ".dvc")
+    if raw_dvc.exists():
+        outs = (yaml.safe_load(raw_dvc.read_text()) or {}).get("outs") or [{}]
+        if "md5" in outs[0]:
+            tags["data.raw_md5"] = str(outs[0]["md5"])
+    manifest = config.split.dir / "split.csv"
+    if manifest.exists():
+        tags["data.split_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        locked = dvc_lock_md5(config.root, manifest)
+        if locked:
+            tags["data.split_md5"] = locked
+    commit = git_commit(config.root)
+    if commit:
+        tags["git.commit"] = commit
+    return tags
+
+
+def dvc_lock_md5(root: Path, path: Path) -> str | None:
+    """The md5 dvc.lock records for an output, if a stage lists it."""
+    lock = root / "dvc.lock"
+    if not lock.exists() or not path.is_relative_to(root):
+        return None
+    wanted = path.relative_to(root).as_posix()
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
+    for stage in stages.values():
+        for out in stage.get("outs") or []:
+            if out.get("path") == wanted and "md5" in out:
+                return str(out["md5"])
+    return None
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _flatten(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.digits import digits_rgb
+from visionloop.config import AugmentConfig, TrainConfig
+from visionloop.models import build_model
+from visionloop.prepared import PreparedSplit
+from visionloop.training.augment import Augment
+from visionloop.training.data import batches, channel_stats
+from visionloop.training.loop import train_one_epoch, validate
+from visionloop.training.optim import build_optimizer, build_scheduler
+from visionloop.training.runtime import Runtime
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    images, labels = digits_rgb(16)
+    keep = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(10)])
+    return PreparedSplit(images[keep], labels[keep], tuple(str(i) for i in keep))
+
+
+@pytest.mark.parametrize(
+    "amp, grad_clip",
+    [(None, 0.0), (torch.bfloat16, 1.0), (torch.float16, 1.0)],
+    ids=["fp32", "bf16-clipped", "fp16-scaler-clipped"],
+)
+def test_the_loss_falls_on_a_tiny_set(tiny, amp, grad_clip):
+    torch.manual_seed(0)
+    runtime = Runtime(torch.device("cpu"), amp_dtype=amp)
+    config = TrainConfig(epochs=8, lr=0.003, optimizer="adamw", weight_decay=0.0)
+    model = build_model("simple_cnn", num_classes=10, image_size=16)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=4)
+    scaler = torch.amp.GradScaler("cpu", enabled=amp == torch.float16)
+    mean, std = channel_stats(tiny.images)
+    augment = Augment(
+        AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)), mean, std, 10, runtime.device
+    )
+    order = np.random.default_rng(0).permutation(len(tiny))
+    losses = []
+    for _ in range(config.epochs):
+        metrics = train_one_epoch(
+            model,
+            batches(tiny, order, 10),
+            augment,
+            optimizer,
+            scheduler,
+            scaler,
+            runtime,
+            grad_clip=grad_clip,
+        )
+        losses.append(metrics["train_loss"])
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert validate(model, tiny, augment, runtime, batch_size=16)["val_accuracy"] > 0.8
+
+
+def test_channel_stats_of_a_known_image():
+    images = np.zeros((2, 2, 2, 3), dtype=np.uint8)
+    images[0, ..., 0] = 255  # red channel: half the pixels at 1.0, half at 0.0
+    mean, std = channel_stats(images)
+    assert mean[0] == pytest.approx(0.5) and std[0] == pytest.approx(0.5)
+    assert mean[1] == 0.0 and std[1] == 1.0  # a constant channel is left unscaled
