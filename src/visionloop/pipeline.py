@@ -9,13 +9,12 @@ unchanged is skipped, as DVC would skip it. Outside a DVC project every stage ju
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from visionloop.config import Config
+from visionloop.dvc_repo import open_repo
 from visionloop.stages import STAGES, run_stage
 
 
@@ -49,24 +48,16 @@ def is_dvc_project(root: Path) -> bool:
     return (root / ".dvc").is_dir() and (root / "dvc.yaml").is_file()
 
 
-@contextmanager
-def _open_repo(root: Path) -> Iterator[Any]:
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        yield repo
-
-
 def _dvc_changes(root: Path, name: str) -> dict[str, Any] | None:
     """DVC's status of one stage ({} when up to date), or None outside a DVC project."""
     if not is_dvc_project(root):
         return None
-    with _open_repo(root) as repo:
+    with open_repo(root) as repo:
         return repo.status(targets=[name], with_deps=False)
 
 
 def _dvc_commit(root: Path, name: str) -> None:
-    with _open_repo(root) as repo:
+    with open_repo(root) as repo:
         repo.commit(name, force=True)
 
 
