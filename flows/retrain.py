@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.states import Cancelled, Completed, Failed
 
+from flows.notifications import PROMOTED_EVENT
 from tasks.actions import ingest_drops, push_data, register_and_promote
 from tasks.pipeline import reproduce_stage
 from visionloop import arrivals, reports
@@ -29,6 +30,12 @@ def train_pipeline(params: str = str(DEFAULT_PARAMS)) -> dict:
     stage = reproduce_stage.with_options(timeout_seconds=config.flows.stage_timeout_seconds)
     outcomes = [stage(config, name) for name in pipeline_order()]
     registration = register_and_promote(config)
+    if registration.get("action") == "promoted":
+        emit_event(
+            PROMOTED_EVENT,
+            resource={"prefect.resource.id": f"visionloop.model.{config.registry.model_name}"},
+            payload={"model": config.registry.model_name, **registration},
+        )
     create_markdown_artifact(
         key="pipeline-report", markdown=reports.pipeline_markdown(config, outcomes, registration)
     )

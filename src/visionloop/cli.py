@@ -268,6 +268,11 @@ def flows_serve(app: AppContext) -> None:
             os.environ["PREFECT_API_URL"] = api_url
             click.echo(f"started a local prefect server: {api_url} (log: {log_file})")
         deployments = _import_project_module(config, "flows.deployments")
+        notifications = _import_project_module(config, "flows.notifications")
+        for automation in notifications.ensure_notifications(config):
+            click.echo(
+                f"notifications: automation {automation.name!r} -> {config.flows.notify_block}"
+            )
         from prefect import serve
 
         with contextlib.suppress(KeyboardInterrupt):

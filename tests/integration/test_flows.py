@@ -26,6 +26,7 @@ import yaml
 from tests.helpers import REPO_ROOT
 from tests.project import Repo, make_repo
 from visionloop.config import load_config
+from visionloop.errors import VisionloopError
 from visionloop.registry import list_versions
 
 
@@ -223,3 +224,31 @@ def wait_for_deployments(api_url: str, count: int, timeout: float) -> list[str]:
             pass
         time.sleep(1)
     raise AssertionError(f"deployments seen before the timeout: {names}")
+
+
+def test_notifications_become_automations_on_the_configured_block(tmp_path, harness):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    from flows.notifications import ON_FAILURE, ON_PROMOTION, ensure_notifications
+
+    CustomWebhookNotificationBlock(
+        name="ops", url="http://127.0.0.1:9/hook", json_data={"text": "{{body}}"}
+    ).save("ops", overwrite=True)
+    config = load_config(
+        REPO_ROOT / "params.yaml", overrides={"flows": {"notify_block": "custom-webhook/ops"}}
+    )
+    ensure_notifications(config)
+    created = ensure_notifications(config)  # serving again replaces, never doubles
+    with get_client(sync_client=True) as client:
+        by_name = {a.name: client.read_automations_by_name(a.name) for a in created}
+    assert sorted(by_name) == sorted([ON_FAILURE, ON_PROMOTION])
+    assert all(len(found) == 1 for found in by_name.values())
+    failure = by_name[ON_FAILURE][0]
+    assert failure.trigger.expect == {"prefect.flow-run.Failed"}
+    assert failure.actions[0].type == "send-notification"
+    assert by_name[ON_PROMOTION][0].trigger.expect == {"visionloop.model.promoted"}
+
+    missing = load_config(REPO_ROOT / "params.yaml", overrides={"flows": {"notify_block": "x/y"}})
+    with pytest.raises(VisionloopError, match="no Prefect block 'x/y'"):
+        ensure_notifications(missing)
