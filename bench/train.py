@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
 from tests.digits import digits_rgb, stratified_split, write_digits_cache
 from tests.helpers import REPO_PARAMS
-
 from visionloop.config import load_config
 from visionloop.models import build_model
 from visionloop.prepared import open_prepared_split, write_prepared_split

@@ -216,6 +216,69 @@ def rollback_command(app: AppContext, reason: str) -> None:
     click.echo(json.dumps(rollback(app.config, reason), sort_keys=True))
 
 
+@cli.group()
+def flows() -> None:
+    """Prefect flows: retrain once now, or serve the schedule and the drop trigger."""
+
+
+def _import_project_module(config: Config, name: str):
+    """Import flows/ or tasks/ from the project folder: they belong to the project, like
+    dvc.yaml, not to the installed library, so the project root goes on sys.path."""
+    import importlib
+    import sys
+
+    if str(config.root) not in sys.path:
+        sys.path.insert(0, str(config.root))
+    return importlib.import_module(name)
+
+
+@flows.command("run")
+@click.pass_obj
+def flows_run(app: AppContext) -> None:
+    """Run `retrain` once now: ingest complete drops, train, gate, promote, push."""
+    retrain = _import_project_module(app.config, "flows.retrain").retrain
+    state = retrain(params=str(app.params_path.resolve()), return_state=True)
+    click.echo(f"retrain: {state.name}: {state.message or ''}".rstrip(": "))
+    if state.is_failed() or state.is_crashed():
+        raise SystemExit(1)
+
+
+@flows.command("serve")
+@click.pass_obj
+def flows_serve(app: AppContext) -> None:
+    """Serve the nightly, on-drop and watcher deployments until interrupted.
+
+    With no PREFECT_API_URL set, a local `prefect server` (SQLite, loopback) is started
+    for the duration and stopped on exit.
+    """
+    import contextlib
+    import os
+    import signal
+
+    config = app.config
+    # SIGTERM (a service manager stopping us) unwinds like Ctrl-C, so the server child stops.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    server = _import_project_module(config, "flows.server")
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("PREFECT_API_URL"):
+            log_file = config.flows.prefect_home / "server.log"
+            api_url = stack.enter_context(
+                server.local_prefect_server(config.flows.server_port, log_file)
+            )
+            os.environ["PREFECT_API_URL"] = api_url
+            click.echo(f"started a local prefect server: {api_url} (log: {log_file})")
+        deployments = _import_project_module(config, "flows.deployments")
+        notifications = _import_project_module(config, "flows.notifications")
+        for automation in notifications.ensure_notifications(config):
+            click.echo(
+                f"notifications: automation {automation.name!r} -> {config.flows.notify_block}"
+            )
+        from prefect import serve
+
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(*deployments.build_deployments(config, app.params_path))
+
+
 def main() -> None:
     apply_offline_defaults()
     cli.main(prog_name="visionloop")

@@ -274,6 +274,15 @@ class RegistryConfig(Section):
 
 class FlowsConfig(Section):
     prefect_home: ProjectPath = Path(".prefect")
+    retrain_cron: str = "0 3 * * *"  # nightly; standard 5-field cron
+    timezone: str = "UTC"
+    watch_interval_seconds: int = Field(30, ge=1)  # how often the drop watcher looks
+    settle_seconds: float = Field(60, ge=0)  # a drop quiet this long (or marked READY) is whole
+    lock_file: ProjectPath = Path(".visionloop/retrain.lock")
+    stage_timeout_seconds: int = Field(6 * 3600, ge=1)
+    server_port: int = Field(4200, ge=1024, le=65535)  # local `prefect server` of flows serve
+    push_after_retrain: bool = True  # `dvc push` once a retraining is recorded
+    notify_block: str = ""  # a Prefect notification block ("slack-webhook/ops"); "" = none
 
 
 class Config(Section):

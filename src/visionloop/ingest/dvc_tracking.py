@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from visionloop.config import Config
+from visionloop.dvc_repo import open_repo
 from visionloop.errors import VisionloopError
 
 
@@ -50,11 +51,10 @@ def remote_url(config: Config) -> str | None:
 def track_raw(config: Config) -> None:
     """`dvc add data.raw_dir` and make sure the configured default remote is set."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     root = find_repo_root(config)
     try:
-        with Repo(str(root)) as repo:
+        with open_repo(root) as repo:
             ensure_remote(repo, config, root)
             # relink=False (`dvc add --no-relink`): the files are already in place, and
             # re-linking every stored file would make each add cost more as the store grows.
@@ -87,3 +87,19 @@ def ensure_remote(repo, config: Config, root: Path) -> bool:
         repo.scm_context.track_file(str(root / ".dvc" / "config"))
         repo.scm_context.track_changed_files()
     return True
+
+
+def push(config: Config) -> int:
+    """`dvc push` to the default remote (set up first if params name one); files pushed."""
+    from dvc.exceptions import DvcException
+
+    root = find_repo_root(config)
+    try:
+        with open_repo(root) as repo:
+            ensure_remote(repo, config, root)
+            return repo.push()
+    except DvcException as exc:
+        raise DvcTrackingError(
+            f"`dvc push` failed ({exc}); the data is safe locally, run `dvc push` when the "
+            "remote is reachable"
+        ) from None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from visionloop.arrivals import READY_MARKER
 from visionloop.config import ArchiveLimits
 from visionloop.ingest.reasons import DropReason
 
@@ -84,6 +85,7 @@ def is_os_metadata(parts: tuple[str, ...]) -> bool:
         any(p in OS_METADATA_FOLDERS for p in parts)
         or name in OS_METADATA_NAMES
         or name.startswith("._")
+        or parts == (READY_MARKER,)  # the "drop is complete" marker, not data
     )
 
 

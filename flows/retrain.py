@@ -1,0 +1,80 @@
+"""The loop: new drops in, a model trained on them out, promoted only through the gate.
+
+- `train_pipeline`: validate -> split -> prepare -> train -> evaluate -> gate, each stage
+  run as DVC would run it (so `dvc status` is clean afterwards), then register/promote.
+- `retrain`: take the complete drops in -> train_pipeline -> `dvc push`; one at a time.
+- `watch_drops`: announce each complete drop once, as a Prefect event that starts `retrain`.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
+from prefect.states import Cancelled, Completed, Failed
+
+from flows.notifications import PROMOTED_EVENT
+from tasks.actions import ingest_drops, push_data, register_and_promote
+from tasks.pipeline import reproduce_stage
+from visionloop import arrivals, reports
+from visionloop.config import DEFAULT_PARAMS, load_config
+from visionloop.locking import AlreadyRunning, exclusive
+from visionloop.pipeline import pipeline_order
+
+DROP_COMPLETE_EVENT = "visionloop.drop.complete"
+
+
+@flow(name="train-pipeline")
+def train_pipeline(params: str = str(DEFAULT_PARAMS)) -> dict:
+    config = load_config(params)
+    stage = reproduce_stage.with_options(timeout_seconds=config.flows.stage_timeout_seconds)
+    outcomes = [stage(config, name) for name in pipeline_order()]
+    registration = register_and_promote(config)
+    if registration.get("action") == "promoted":
+        emit_event(
+            PROMOTED_EVENT,
+            resource={"prefect.resource.id": f"visionloop.model.{config.registry.model_name}"},
+            payload={"model": config.registry.model_name, **registration},
+        )
+    create_markdown_artifact(
+        key="pipeline-report", markdown=reports.pipeline_markdown(config, outcomes, registration)
+    )
+    return reports.pipeline_summary(outcomes, registration)
+
+
+@flow(name="retrain")
+def retrain(params: str = str(DEFAULT_PARAMS)):
+    config = load_config(params)
+    try:
+        with exclusive(config.flows.lock_file, "retraining"):
+            return _retrain_locked(config, params)
+    except AlreadyRunning as exc:
+        get_run_logger().info("skipped: %s", exc)
+        return Cancelled(message=f"skipped: {exc}")
+
+
+def _retrain_locked(config, params: str):
+    intake = ingest_drops(config, arrivals.complete_drops(config))
+    create_markdown_artifact(key="intake", markdown=reports.intake_markdown(intake))
+    if intake.problems():
+        # The drop needs a person; training waits so the champion stays as it is.
+        return Failed(message="; ".join(p.problem() for p in intake.problems()))
+    summary = train_pipeline(params)
+    if config.flows.push_after_retrain:
+        push_data(config)
+    return Completed(message=reports.one_line(summary), data=summary)
+
+
+@flow(name="watch-drops")
+def watch_drops(params: str = str(DEFAULT_PARAMS)) -> list[str]:
+    config = load_config(params)
+    state_file = config.flows.lock_file.with_name("announced.json")
+    new = arrivals.unannounced(arrivals.complete_drops(config), state_file)
+    for drop in new:
+        emit_event(
+            DROP_COMPLETE_EVENT,
+            resource={"prefect.resource.id": f"visionloop.drop.{drop.name}"},
+            payload={"path": str(drop)},
+        )
+    arrivals.mark_announced(new, state_file)
+    return [d.name for d in new]

@@ -1,0 +1,43 @@
+"""One retraining at a time, whoever starts it (a schedule, a new drop, a person)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from visionloop.errors import VisionloopError
+
+
+class AlreadyRunning(VisionloopError):
+    """Another process holds the lock; this run is skipped rather than run twice."""
+
+
+@contextmanager
+def exclusive(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an advisory lock on lock_path for the block, or raise AlreadyRunning at once.
+
+    The kernel releases a flock when its holder dies, so a killed run never leaves a stale
+    lock behind (a lock *file* left over is harmless).
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise AlreadyRunning(
+                f"another {what} is running (pid {holder}, lock {lock_path}); "
+                "this one is skipped, wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

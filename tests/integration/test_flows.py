@@ -1,0 +1,254 @@
+"""The Prefect flows on a real project: real Prefect (test harness), MLflow, DVC, GX.
+
+One project (git + DVC in a temporary folder) is trained once on the first demo drop; each
+test then asserts what changed relative to the state it found, so the order does not matter.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import REPO_ROOT
+from tests.project import Repo, make_repo
+from visionloop.config import load_config
+from visionloop.errors import VisionloopError
+from visionloop.registry import list_versions
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, harness) -> Repo:
+    """A project whose champion was trained by `retrain` on the first demo drop."""
+    repo = make_repo(tmp_path_factory.mktemp("flows"), seeds=None)
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    params["gate"].update(min_top1=0.5, min_class_recall=0.0)  # 2 epochs, but a real model
+    params["flows"].update(settle_seconds=0, push_after_retrain=True)
+    (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repo.run("visionloop", "data", "demo", "--out", str(repo.path / "held"))
+    repo.commit("project")
+    state = retrain_now(repo, "digits-001")
+    assert state.is_completed(), state.message
+    return repo
+
+
+def retrain_now(repo: Repo, *drops: str, **kwargs):
+    """Move held demo drops into the incoming folder, then run the retrain flow once."""
+    from flows.retrain import retrain
+
+    for drop in drops:
+        shutil.move(repo.path / "held" / drop, repo.path / "data" / "incoming" / drop)
+    return retrain(params=str(repo.path / "params.yaml"), return_state=True, **kwargs)
+
+
+def versions(repo: Repo) -> list[dict]:
+    return list_versions(load_config(repo.path / "params.yaml"))
+
+
+def champion(repo: Repo) -> str | None:
+    return next((v["version"] for v in versions(repo) if "champion" in v["aliases"]), None)
+
+
+def latest_artifact(key: str) -> str:
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get(key)
+    assert artifact is not None, f"no artifact {key!r}"
+    return artifact.data
+
+
+def test_first_drop_made_a_champion_and_dvc_is_clean(project):
+    assert [v["gate"] for v in versions(project)] == ["passed"]
+    assert champion(project) == "1"
+    # only the gate, which reads the registry, is always out of date for DVC
+    status = project.run("dvc", "status")
+    assert re.findall(r"^(\w+):", status, flags=re.M) == ["gate"], status
+    assert "always changed" in status
+    pushed = Path(project.path.parent / "visionloop-dvc-remote")
+    assert pushed.is_dir() and any(pushed.rglob("*"))
+    report = latest_artifact("pipeline-report")
+    assert "| train | ran |" in report and "MLflow run" in report and "top1" in report
+
+
+def test_a_later_drop_registers_a_new_version_with_a_verdict(project):
+    before = versions(project)
+    state = retrain_now(project, "digits-002")
+    assert state.is_completed(), state.message
+    after = versions(project)
+    assert len(after) == len(before) + 1
+    new = after[-1]
+    assert new["gate"] in ("passed", "failed") and new["summary"]
+    assert champion(project) == (new["version"] if new["gate"] == "passed" else champion(project))
+    assert "digits-002" in latest_artifact("intake")
+
+
+def test_a_bad_drop_fails_the_run_with_its_reason_and_leaves_the_champion(project):
+    before, held_champion = versions(project), champion(project)
+    bad = project.path / "data" / "incoming" / "evil.tar"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(bad, "w") as tar:
+        tar.addfile(tarfile.TarInfo("../../escape.png"), io.BytesIO(b""))
+    state = retrain_now(project)
+    assert state.is_failed()
+    assert "evil" in state.message and "rejected" in state.message
+    assert versions(project) == before and champion(project) == held_champion
+    assert "rejected" in latest_artifact("intake")
+
+
+def test_two_concurrent_triggers_make_one_version(project):
+    before = len(versions(project))
+    shutil.move(project.path / "held" / "digits-003", project.path / "data" / "incoming")
+    states = []
+
+    def trigger():
+        states.append(retrain_now(project))
+
+    threads = [threading.Thread(target=trigger) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(states) == 2 and all(s.is_completed() or s.is_cancelled() for s in states)
+    assert len(versions(project)) == before + 1
+    skipped = [s for s in states if s.is_cancelled()]
+    assert all("another retraining is running" in s.message for s in skipped)
+
+
+def test_deployments_carry_the_schedule_trigger_and_one_at_a_time(project):
+    from prefect.client.orchestration import get_client
+
+    from flows.deployments import build_deployments
+
+    config = load_config(project.path / "params.yaml")
+    deployments = build_deployments(config, project.path / "params.yaml")
+    ids = {d.name: d.apply() for d in deployments}
+    with get_client(sync_client=True) as client:
+        nightly = client.read_deployment(ids["nightly"])
+        on_drop = client.read_deployment(ids["on-drop"])
+        watcher = client.read_deployment(ids["watcher"])
+        triggers = client.read_resource_related_automations(f"prefect.deployment.{on_drop.id}")
+    assert [s.schedule.cron for s in nightly.schedules] == [config.flows.retrain_cron]
+    assert nightly.parameters == {"params": str((project.path / "params.yaml").resolve())}
+    for deployment in (nightly, on_drop):
+        assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
+    assert [a.trigger.expect for a in triggers] == [{"visionloop.drop.complete"}]
+    interval = watcher.schedules[0].schedule.interval
+    assert interval.total_seconds() == config.flows.watch_interval_seconds
+
+
+def test_the_watcher_announces_each_complete_drop_once(tmp_path, harness):
+    from flows.retrain import watch_drops
+
+    repo = make_repo(tmp_path, seeds=None)
+    params = repo.path / "params.yaml"
+    (repo.path / "data" / "incoming" / "d1" / "cat").mkdir(parents=True)
+    (repo.path / "data" / "incoming" / "d1" / "READY").write_text("")
+    (repo.path / "data" / "incoming" / "d2.zip.part").write_bytes(b"PK")
+    assert watch_drops(params=str(params)) == ["d1"]
+    assert watch_drops(params=str(params)) == []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_starts_a_local_server_serves_the_deployments_and_stops_it(tmp_path):
+    repo = make_repo(tmp_path, seeds=None)
+    port = free_port()
+    params = yaml.safe_load((repo.path / "params.yaml").read_text())
+    params["flows"]["server_port"] = port
+    (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in repo.env.items() if not k.startswith("PREFECT_API")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "visionloop", "flows", "serve"],
+        cwd=repo.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        names = wait_for_deployments(f"http://127.0.0.1:{port}/api", count=3, timeout=180)
+        assert names == ["nightly", "on-drop", "watcher"]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        output = serve.communicate(timeout=60)[0]
+    assert serve.returncode in (0, 130), output
+    assert f"started a local prefect server: http://127.0.0.1:{port}/api" in output
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def wait_for_deployments(api_url: str, count: int, timeout: float) -> list[str]:
+    import json
+
+    deadline = time.monotonic() + timeout
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(
+                f"{api_url}/deployments/filter",
+                data=b"{}",
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                names = sorted(d["name"] for d in json.loads(response.read()))
+            if len(names) >= count:
+                return names
+        except OSError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"deployments seen before the timeout: {names}")
+
+
+def test_notifications_become_automations_on_the_configured_block(tmp_path, harness):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    from flows.notifications import ON_FAILURE, ON_PROMOTION, ensure_notifications
+
+    CustomWebhookNotificationBlock(
+        name="ops", url="http://127.0.0.1:9/hook", json_data={"text": "{{body}}"}
+    ).save("ops", overwrite=True)
+    config = load_config(
+        REPO_ROOT / "params.yaml", overrides={"flows": {"notify_block": "custom-webhook/ops"}}
+    )
+    ensure_notifications(config)
+    created = ensure_notifications(config)  # serving again replaces, never doubles
+    with get_client(sync_client=True) as client:
+        by_name = {a.name: client.read_automations_by_name(a.name) for a in created}
+    assert sorted(by_name) == sorted([ON_FAILURE, ON_PROMOTION])
+    assert all(len(found) == 1 for found in by_name.values())
+    failure = by_name[ON_FAILURE][0]
+    assert failure.trigger.expect == {"prefect.flow-run.Failed"}
+    assert failure.actions[0].type == "send-notification"
+    assert by_name[ON_PROMOTION][0].trigger.expect == {"visionloop.model.promoted"}
+
+    missing = load_config(REPO_ROOT / "params.yaml", overrides={"flows": {"notify_block": "x/y"}})
+    with pytest.raises(VisionloopError, match="no Prefect block 'x/y'"):
+        ensure_notifications(missing)
