@@ -23,9 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/visionloop data demo
-	$(BIN)/visionloop data ingest
-	$(BIN)/visionloop stage validate
+	$(BIN)/visionloop flows demo
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu"

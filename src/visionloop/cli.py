@@ -243,6 +243,15 @@ def flows_run(app: AppContext) -> None:
         raise SystemExit(1)
 
 
+@flows.command("demo")
+@click.pass_obj
+def flows_demo(app: AppContext) -> None:
+    """The whole story on the demo digits: a first champion, then a later drop through the gate."""
+    demo = _import_project_module(app.config, "flows.demo")
+    if not demo.tell_story(app.config, app.params_path, click.echo):
+        raise SystemExit(1)
+
+
 @flows.command("serve")
 @click.pass_obj
 def flows_serve(app: AppContext) -> None:

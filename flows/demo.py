@@ -1,0 +1,79 @@
+"""`make demo`: the whole story on the demo digits, one drop at a time.
+
+The first drop trains the first champion; a later drop retrains, and the gate decides
+whether the new model replaces it. Each step prints what happened, and the end prints where
+to look (MLflow UI, Prefect UI, DVC metrics).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flows.retrain import retrain
+from visionloop.config import Config
+from visionloop.demo import write_demo_drops
+from visionloop.registry import list_versions
+from visionloop.tracking import tracking_uri
+
+STORY = ("digits-001", "digits-002")
+
+
+def tell_story(config: Config, params_path: Path, echo: Callable[[str], None]) -> bool:
+    held = config.data.incoming_dir.parent / "demo-drops"
+    write_demo_drops(held, config.data.demo)
+    for drop in STORY:
+        echo(f"\n=== a new drop lands: {drop}")
+        _land(held / drop, config.data.incoming_dir / drop)
+        started = time.perf_counter()
+        state = retrain(params=str(params_path.resolve()), return_state=True)
+        wall = time.perf_counter() - started
+        echo(f"retrain: {state.name}: {state.message}")
+        if not state.is_completed():
+            return False
+        echo(_overhead_line(state.result(), wall))
+        _print_versions(config, echo)
+    _print_where_to_look(config, echo)
+    return True
+
+
+def _land(source: Path, target: Path) -> None:
+    """Move a held drop into the incoming folder, as a user's copy would arrive."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(source, target)
+    (target / "READY").write_text("")  # complete: no need to wait for it to settle
+
+
+def _overhead_line(summary: dict, wall: float) -> str:
+    stages = summary["stage_seconds"]
+    overhead = wall - stages
+    return (
+        f"time: {wall:.1f} s in all, {stages:.1f} s in the stages, {overhead:.1f} s of "
+        f"orchestration, ingest and tracking ({overhead / wall:.0%})"
+    )
+
+
+def _print_versions(config: Config, echo: Callable[[str], None]) -> None:
+    echo("registry:")
+    for version in list_versions(config):
+        aliases = ",".join(version["aliases"]) or "-"
+        echo(
+            f"  v{version['version']:<3} {aliases:<20} gate={version['gate']:<8} "
+            f"top1={version['top1'] or '?'}  {version['summary']}"
+        )
+
+
+def _print_where_to_look(config: Config, echo: Callable[[str], None]) -> None:
+    root = config.root
+    echo(
+        "\nWhere to look:\n"
+        f"  runs, metrics, registry: mlflow ui --backend-store-uri {tracking_uri(config)}\n"
+        f"  flow runs, artifacts:    PREFECT_HOME={config.flows.prefect_home} "
+        "prefect server start\n"
+        f"  metrics per stage:       cd {root} && dvc metrics show && dvc plots show\n"
+        f"  the last verdict:        cat {config.gate.dir / 'verdict.md'}"
+    )
