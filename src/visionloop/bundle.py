@@ -8,9 +8,6 @@ weights_only=True so no pickle from disk is ever executed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from visionloop.atomic import staged_dir
 from visionloop.models import build_model
 
 META_FILE = "model.json"
@@ -77,18 +75,10 @@ class Classifier:
 
 def save_bundle(folder: Path, module: nn.Module, meta: BundleMeta) -> Path:
     """Write the bundle whole: built in a temporary sibling folder, then moved into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_dir(folder) as staging:
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         torch.save(state, staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

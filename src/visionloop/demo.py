@@ -8,15 +8,13 @@ function of the seed and the size: the same bytes on every run.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from visionloop.atomic import staged_dir
 from visionloop.config import DemoConfig
 
 DIGITS_MAX_VALUE = 16  # load_digits() pixels are integers 0..16
@@ -77,20 +75,12 @@ def write_demo_drops(out_dir: Path, demo: DemoConfig) -> list[DemoDrop]:
 def _write_drop_atomically(
     target: Path, images: np.ndarray, labels: np.ndarray, members: np.ndarray, size: int
 ) -> dict[str, int]:
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        per_class: dict[str, int] = {}
+    per_class: dict[str, int] = {}
+    with staged_dir(target) as staging:
         for index in members:
             label = str(labels[index])
             (staging / label).mkdir(exist_ok=True)
             upscaled = Image.fromarray(images[index]).resize((size, size), Image.Resampling.LANCZOS)
             upscaled.save(staging / label / f"digit-{index:04d}.png", optimize=False)
             per_class[label] = per_class.get(label, 0) + 1
-        os.chmod(staging, 0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dict(sorted(per_class.items(), key=lambda kv: int(kv[0])))

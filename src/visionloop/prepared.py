@@ -7,13 +7,12 @@ mmap so memory stays bounded), `labels.npy` (int64 class indices from the class 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from visionloop.atomic import staged_dir
 
 SPLITS = ("train", "val", "test")
 
@@ -48,15 +47,8 @@ def write_prepared_split(
         raise ValueError("images, labels and sha256 differ in length")
     prepared_dir.mkdir(parents=True, exist_ok=True)
     target = prepared_dir / split
-    staging = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=prepared_dir))
-    try:
+    with staged_dir(target) as staging:
         np.save(staging / "images.npy", np.ascontiguousarray(images))
         np.save(staging / "labels.npy", np.asarray(labels, dtype=np.int64))
         (staging / "sha256.txt").write_text("".join(f"{h}\n" for h in sha256))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target

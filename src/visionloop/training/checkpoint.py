@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from visionloop.atomic import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -30,40 +30,14 @@ def checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch-{epoch:04d}.pt"
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(folder: Path, epoch: int, state: dict[str, Any], keep: int = 2) -> Path:
     """Write epoch's checkpoint and its sidecar; keep the newest `keep` checkpoints."""
     folder.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(folder, epoch)
     data = _serialise(state)
-    write_atomically(path, data)
+    write_bytes_atomic(path, data)
     digest = hashlib.sha256(data).hexdigest()
-    write_atomically(_sidecar(path), f"{digest}  {path.name}\n".encode())
+    write_bytes_atomic(_sidecar(path), f"{digest}  {path.name}\n".encode())
     for old in list_checkpoints(folder)[keep:]:
         _sidecar(old).unlink(missing_ok=True)
         old.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from visionloop.atomic import write_bytes_atomic
 from visionloop.bundle import BundleMeta, save_bundle
 from visionloop.config import Config, TrainConfig
 from visionloop.errors import VisionloopError
@@ -31,7 +32,6 @@ from visionloop.training.checkpoint import (
     list_checkpoints,
     load_latest_checkpoint,
     save_checkpoint,
-    write_atomically,
 )
 from visionloop.training.data import (
     batch_count,
@@ -333,7 +333,7 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
         "images_per_s": sum(r["images_per_s"] for r in session.history) / len(session.history),
         "train_time_s": sum(r["epoch_time_s"] for r in session.history),
     }
-    write_atomically(cfg.dir / METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(cfg.dir / METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     write_history(cfg.dir / HISTORY_FILE, session.history)
     mlflow_run.log_finish(session.config, bundle_dir, summary, session.history)
     return {
@@ -348,7 +348,7 @@ def write_run_file(folder: Path, run_id: str, resumed_from: int | None) -> None:
     """The MLflow run id for the stages after this one (no tracking URI: it may hold secrets)."""
     folder.mkdir(parents=True, exist_ok=True)
     record = {"run_id": run_id, "resumed_from_epoch": resumed_from}
-    write_atomically(folder / RUN_FILE, (json.dumps(record, indent=2) + "\n").encode())
+    write_bytes_atomic(folder / RUN_FILE, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
