@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # those. The braces keep grep's "nothing left" status from masking a failed pip (pipefail).
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+# Benchmarks print ratios measured side by side; run them on an otherwise idle machine.
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/pipeline.py --images 10000
+	$(BIN)/python -m bench.train --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
