@@ -170,3 +170,15 @@ def test_unknown_drop_and_a_held_lock_are_one_line_errors(tmp_path):
     config.data.ingest.work_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(config.data.ingest.work_dir / "ingest.lock"), pytest.raises(IngestBusy):
         ingest_drops(config)
+
+
+def test_a_ready_marker_marks_the_drop_complete_and_is_not_data(tmp_path):
+    """The `READY` file (visionloop.arrivals) is bookkeeping: neither stored nor quarantined."""
+    config = project(tmp_path)
+    drop = config.data.incoming_dir / "marked"
+    valid_drop(drop)
+    images = len(list(drop.rglob("*.png")))
+    (drop / "READY").write_text("")
+    (outcome,) = ingest_drops(config).drops
+    assert outcome.status == "ingested" and outcome.accepted == images
+    assert outcome.quarantined_total == 0 and outcome.files == images

@@ -85,7 +85,6 @@ def is_os_metadata(parts: tuple[str, ...]) -> bool:
         any(p in OS_METADATA_FOLDERS for p in parts)
         or name in OS_METADATA_NAMES
         or name.startswith("._")
-        or parts == (READY_MARKER,)  # the "drop is complete" marker, not data
     )
 
 
@@ -125,6 +124,8 @@ class DropReader:
             with os.scandir(folder) as entries:
                 for entry in sorted(entries, key=lambda e: e.name):
                     parts = (*prefix, _nfc(entry.name))
+                    if parts == (READY_MARKER,) and entry.is_file(follow_symlinks=False):
+                        continue  # the uploader's "this drop is complete" flag, not content
                     budget.count(parts)
                     if entry.is_symlink():
                         raise DropRejected(DropReason.LINK, "/".join(parts))
