@@ -58,7 +58,8 @@ class Classifier:
                 f"expected uint8 images of shape (N, {size}, {size}, 3), "
                 f"got {images.dtype} {images.shape}"
             )
-        batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        # A copy: the batch may be a read-only memmap slice, which torch will not wrap.
+        batch = torch.from_numpy(np.array(images, dtype=np.uint8)).to(self.device)
         batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
         return (batch - self._mean) / self._std
 

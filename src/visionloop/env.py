@@ -16,6 +16,7 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "False",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no bars in flow logs and CI output
     # The temporary Prefect server needs more than the 20 s default on 2 cores.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
