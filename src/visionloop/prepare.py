@@ -28,6 +28,7 @@ from visionloop.atomic import write_json_atomic, write_text_atomic
 from visionloop.config import Config, PrepareConfig
 from visionloop.errors import VisionloopError
 from visionloop.images import load_for_model
+from visionloop.ingest.store import require_classes
 from visionloop.prepared import SPLITS, open_prepared_split, write_prepared_split
 from visionloop.progress import track
 from visionloop.splits import Row, locate_images, read_split
@@ -41,7 +42,7 @@ def run_prepare(config: Config) -> dict[str, Any]:
     params = config.prepare
     started = time.perf_counter()
     rows = [row for row in read_split(config.split.dir) if row.split in SPLITS]
-    classes, class_map_version = read_classes(config.data.raw_dir / "classes.json")
+    class_map_version, classes = require_classes(config.data.raw_dir)
     index = class_indices(rows, classes)
     cache = TensorCache(params.cache_dir / variant_key(params), params.image_size)
     missing = sorted({row.sha256 for row in rows} - cache.known())
@@ -94,14 +95,6 @@ def write_splits(
             gathered.unlink(missing_ok=True)
         counts[split] = len(chosen)
     return counts
-
-
-def read_classes(path: Path) -> tuple[list[str], int]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VisionloopError(f"{path}: no class map; ingest a drop first") from None
-    return list(data["classes"]), int(data["version"])
 
 
 def variant_key(params: PrepareConfig) -> str:

@@ -140,6 +140,15 @@ def read_classes(raw_dir: Path) -> tuple[int, list[str]]:
     return version, [str(c) for c in classes]
 
 
+def require_classes(raw_dir: Path) -> tuple[int, list[str]]:
+    """`read_classes` for the stages after ingest, where a missing class map is an error."""
+    if not (raw_dir / CLASSES).exists():
+        raise VisionloopError(
+            f"{raw_dir / CLASSES}: no class map; ingest a drop first (visionloop data ingest)"
+        )
+    return read_classes(raw_dir)
+
+
 def update_manifest(raw_dir: Path, add: list[dict[str, str]], remove: set[str]) -> None:
     """Replace the manifest with rows added (unless present) and removed, by sha256.
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from visionloop.errors import VisionloopError
+from visionloop.ingest.store import require_classes
 from visionloop.prepared import PreparedSplit, open_prepared_split
 
 STATS_FILE = "stats.json"
@@ -28,12 +29,8 @@ class ClassMap:
 
 
 def read_class_map(raw_dir: Path) -> ClassMap:
-    path = raw_dir / "classes.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VisionloopError(f"{path}: class map not found; ingest a drop first") from None
-    return ClassMap(version=int(raw["version"]), classes=tuple(raw["classes"]))
+    version, classes = require_classes(raw_dir)
+    return ClassMap(version=version, classes=tuple(classes))
 
 
 def open_split(prepared_dir: Path, split: str) -> PreparedSplit:
