@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/visionloop flows demo
+	$(BIN)/python -m flows demo
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu"

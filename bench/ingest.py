@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from visionloop.config import load_config  # noqa: E402
+from visionloop.data.ingest import ingest_drops  # noqa: E402
 from visionloop.env import apply_offline_defaults  # noqa: E402
-from visionloop.ingest import ingest_drops  # noqa: E402
 
 CLASSES = [f"class{i}" for i in range(10)]
 

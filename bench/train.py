@@ -26,11 +26,11 @@ from PIL import Image
 
 from tests.digits import digits_rgb, stratified_split, write_digits_cache
 from tests.helpers import REPO_PARAMS
+from visionloop.artifacts.prepared import open_prepared_split, write_prepared_split
 from visionloop.config import load_config
-from visionloop.models import build_model
-from visionloop.prepared import open_prepared_split, write_prepared_split
+from visionloop.models.zoo import build_model
+from visionloop.progress import Progress
 from visionloop.training.engine import Session
-from visionloop.training.progress import Progress
 from visionloop.training.runtime import Runtime
 
 BATCH = 64

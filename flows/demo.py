@@ -13,15 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flows.retrain import retrain
+from visionloop.artifacts.verdict import VERDICT_MD
 from visionloop.config import Config
-from visionloop.demo import write_demo_drops
-from visionloop.registry import list_versions
+from visionloop.data.demo import write_demo_drops
+from visionloop.promotion.registry import list_versions
 from visionloop.tracking import tracking_uri
 
 STORY = ("digits-001", "digits-002")
 
 
 def tell_story(config: Config, params_path: Path, echo: Callable[[str], None]) -> bool:
+    """Each drop goes through the deployed flow's entry (`retrain` with the params path)."""
     held = config.data.incoming_dir.parent / "demo-drops"
     write_demo_drops(held, config.data.demo)
     for drop in STORY:
@@ -75,5 +77,5 @@ def _print_where_to_look(config: Config, echo: Callable[[str], None]) -> None:
         f"  flow runs, artifacts:    PREFECT_HOME={config.flows.prefect_home} "
         "prefect server start\n"
         f"  metrics per stage:       cd {root} && dvc metrics show && dvc plots show\n"
-        f"  the last verdict:        cat {config.gate.dir / 'verdict.md'}"
+        f"  the last verdict:        cat {config.gate.dir / VERDICT_MD}"
     )

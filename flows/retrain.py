@@ -16,17 +16,20 @@ from prefect.states import Cancelled, Completed, Failed
 from flows.notifications import PROMOTED_EVENT
 from tasks.actions import ingest_drops, push_data, register_and_promote
 from tasks.pipeline import reproduce_stage
-from visionloop import arrivals, reports
-from visionloop.config import DEFAULT_PARAMS, load_config
+from visionloop.config import DEFAULT_PARAMS, Config, load_config
+from visionloop.data import arrivals
+from visionloop.data.ingest.summary import problem
 from visionloop.locking import AlreadyRunning, exclusive
-from visionloop.pipeline import pipeline_order
+from visionloop.pipeline import reports
+from visionloop.pipeline.reproduce import pipeline_order
 
 DROP_COMPLETE_EVENT = "visionloop.drop.complete"
 
 
+# Deployments start flows with JSON parameters, so the deployed flows take the params
+# file's path; the subflow is only ever called with the config its caller already loaded.
 @flow(name="train-pipeline")
-def train_pipeline(params: str = str(DEFAULT_PARAMS)) -> dict:
-    config = load_config(params)
+def train_pipeline(config: Config) -> dict:
     stage = reproduce_stage.with_options(timeout_seconds=config.flows.stage_timeout_seconds)
     outcomes = [stage(config, name) for name in pipeline_order()]
     registration = register_and_promote(config)
@@ -47,19 +50,19 @@ def retrain(params: str = str(DEFAULT_PARAMS)):
     config = load_config(params)
     try:
         with exclusive(config.flows.lock_file, "retraining"):
-            return _retrain_locked(config, params)
+            return _retrain_locked(config)
     except AlreadyRunning as exc:
         get_run_logger().info("skipped: %s", exc)
         return Cancelled(message=f"skipped: {exc}")
 
 
-def _retrain_locked(config, params: str):
+def _retrain_locked(config: Config):
     intake = ingest_drops(config, arrivals.complete_drops(config))
     create_markdown_artifact(key="intake", markdown=reports.intake_markdown(intake))
     if intake.problems():
         # The drop needs a person; training waits so the champion stays as it is.
-        return Failed(message="; ".join(p.problem() for p in intake.problems()))
-    summary = train_pipeline(params)
+        return Failed(message="; ".join(problem(drop) for drop in intake.problems()))
+    summary = train_pipeline(config)
     if config.flows.push_after_retrain:
         push_data(config)
     return Completed(message=reports.one_line(summary), data=summary)

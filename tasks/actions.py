@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from visionloop import registry
-from visionloop.ingest import dvc_tracking
-from visionloop.ingest import run as ingest
+from visionloop.data import versioning
+from visionloop.data.ingest import run as ingest
+from visionloop.promotion import registry
 
 _NOT_CACHED = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -22,6 +22,4 @@ register_and_promote = task(
     retry_delay_seconds=10,
     **_NOT_CACHED,
 )
-push_data = task(
-    dvc_tracking.push, name="dvc-push", retries=2, retry_delay_seconds=30, **_NOT_CACHED
-)
+push_data = task(versioning.push, name="dvc-push", retries=2, retry_delay_seconds=30, **_NOT_CACHED)

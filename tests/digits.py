@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visionloop.demo import load_digits_uint8
-from visionloop.prepared import write_prepared_split
+from visionloop.artifacts.prepared import write_prepared_split
+from visionloop.data.demo import load_digits_uint8
 
 
 def digits_rgb(size: int) -> tuple[np.ndarray, np.ndarray]:

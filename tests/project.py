@@ -17,7 +17,7 @@ import yaml
 
 from tests.helpers import REPO_ROOT
 from tests.rawdata import pattern_image, write_drop
-from visionloop.splits import read_split
+from visionloop.artifacts.split_table import read_split
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "test",

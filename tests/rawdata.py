@@ -58,7 +58,7 @@ def add_drop(
     config: Config, name: str, images: Iterable[tuple[str, Image.Image]], fmt: str = "PNG"
 ) -> list[str]:
     """Write the images as drop `name` in data.incoming_dir and ingest it (new classes allowed)."""
-    from visionloop.ingest import ingest_drops
+    from visionloop.data.ingest import ingest_drops
 
     shas = write_drop(config.data.incoming_dir / name, images, fmt)
     result = ingest_drops(config, [name], allow_new_classes=True)

@@ -1,4 +1,10 @@
-"""Files and folders written whole or not at all: built beside the target, then os.replace."""
+"""Files and folders written whole or not at all: built beside the target, then os.replace.
+
+The one writer of every file another stage or a later run reads: the file is flushed and
+fsynced before the rename, and the folder after it, so a crash leaves either the old file
+or the new one, never a mix. A temporary sibling is named `.<name>.<random>.tmp`; a kill
+can leave one behind, and `remove_stale_temp_files` clears those.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +13,35 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+TEMP_SUFFIX = ".tmp"
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
+@contextlib.contextmanager
+def open_atomic(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary sibling of `path`; when the block ends well the file
+    is fsynced and renamed over `path`, else removed (`path` is left as it was)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(staging, 0o644)  # mkstemp makes it private; the result is an ordinary file
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    with open_atomic(path) as handle:
+        handle.write(data)
     return path
 
 
@@ -33,7 +50,16 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def write_json_atomic(path: Path, payload: Any) -> Path:
-    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """The one JSON format of the project's files: indented, keys sorted, UTF-8 as is."""
+    text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False)
+    return write_text_atomic(path, text + "\n")
+
+
+def remove_stale_temp_files(folder: Path, names: Iterable[str]) -> None:
+    """Temporary siblings of the named files, left by a kill during a write (never the files)."""
+    for name in names:
+        for leftover in folder.glob(f".{name}.*{TEMP_SUFFIX}"):
+            leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -55,11 +81,11 @@ def staged_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_folder(target.parent)
+    fsync_folder(target.parent)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -1,7 +1,8 @@
 """The `visionloop` command line. Only this module knows about the CLI.
 
-Heavy libraries (torch, prefect, mlflow, great_expectations) are imported inside the
-commands that need them, so `visionloop --help` stays fast.
+Heavy libraries (torch, mlflow, great_expectations, dvc) are imported inside the commands
+that need them, so `visionloop --help` stays fast. The Prefect flows are the project's, not
+the library's: `python -m flows run|serve|demo` from the project folder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from visionloop import __version__
 from visionloop.config import DEFAULT_PARAMS, Config, load_config
 from visionloop.env import apply_offline_defaults
 from visionloop.errors import VisionloopError
-from visionloop.stages import STAGES, Stage, run_stage
+from visionloop.pipeline.stages import STAGES, Stage, run_stage
 
 
 class _UserError(click.ClickException):
@@ -27,12 +28,19 @@ class _UserError(click.ClickException):
         self.exit_code = exit_code
 
 
-class _Root(click.Group):
+class OneLineErrors(click.Group):
+    """A command group whose expected errors end as one line and their exit code."""
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except VisionloopError as exc:
             raise _UserError(str(exc), exc.exit_code) from None
+
+
+def echo_json(payload) -> None:
+    """A command's result on stdout, for people and for `jq` alike."""
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 class AppContext:
@@ -43,12 +51,10 @@ class AppContext:
 
     @cached_property
     def config(self) -> Config:
-        config = load_config(self.params_path)
-        apply_offline_defaults(prefect_home=config.flows.prefect_home)
-        return config
+        return load_config(self.params_path)
 
 
-@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="visionloop")
 @click.option(
     "--params",
@@ -80,7 +86,7 @@ def data() -> None:
 @click.pass_obj
 def data_demo(app: AppContext, out: Path | None) -> None:
     """Write scikit-learn's digits as PNG drops (one initial, then later ones)."""
-    from visionloop.demo import write_demo_drops
+    from visionloop.data.demo import write_demo_drops
 
     config = app.config
     drops = write_demo_drops(out or config.data.incoming_dir, config.data.demo)
@@ -112,8 +118,8 @@ def data_ingest(
     A DROP is a name in data.incoming_dir or a path: a folder of class-named folders, or a
     .zip/.tar/.tar.gz of one. Exits 3 when a drop was rejected or held.
     """
-    from visionloop.ingest import format_summary, ingest_drops
-    from visionloop.ingest.run import DropsNeedAttention, to_json
+    from visionloop.data.ingest import ingest_drops
+    from visionloop.data.ingest.summary import DropsNeedAttention, format_summary, to_json
 
     result = ingest_drops(
         app.config, list(drops) or None, allow_new_classes=allow_new_classes, progress=not quiet
@@ -136,7 +142,7 @@ def train_command(app: AppContext, resume: bool) -> None:
 
     summary = train(app.config, resume="always" if resume else "never")
     if summary:  # empty on the other DDP processes: rank 0 reports
-        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        echo_json(summary)
 
 
 @cli.group(hidden=not STAGES)
@@ -149,7 +155,7 @@ def _add_stage_command(spec: Stage) -> None:
     @click.pass_obj
     def run(app: AppContext) -> None:
         summary = run_stage(spec.name, app.config)
-        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        echo_json(summary)
 
 
 for _spec in STAGES.values():
@@ -168,7 +174,7 @@ def models(ctx: click.Context) -> None:
 @click.pass_obj
 def models_list(app: AppContext) -> None:
     """List registered versions with their aliases and gate verdicts."""
-    from visionloop.registry import list_versions
+    from visionloop.promotion.registry import list_versions
 
     rows = list_versions(app.config)
     if not rows:
@@ -186,13 +192,13 @@ def models_list(app: AppContext) -> None:
 @click.pass_obj
 def models_register(app: AppContext, no_promote: bool) -> None:
     """Register the candidate, then promote it if the gate's verdict passed."""
-    from visionloop.registry import register_and_promote, register_candidate
+    from visionloop.promotion.registry import register_and_promote, register_candidate
 
     if no_promote:
         outcome = {"action": "registered", "version": register_candidate(app.config)}
     else:
         outcome = register_and_promote(app.config)
-    click.echo(json.dumps(outcome, indent=2, sort_keys=True))
+    echo_json(outcome)
 
 
 @cli.command("promote")
@@ -201,9 +207,9 @@ def models_register(app: AppContext, no_promote: bool) -> None:
 @click.pass_obj
 def promote_command(app: AppContext, version: str, reason: str) -> None:
     """Make a version that passed its gate the champion (a recorded manual override)."""
-    from visionloop.registry import promote
+    from visionloop.promotion.registry import promote
 
-    click.echo(json.dumps(promote(app.config, version, reason), sort_keys=True))
+    echo_json(promote(app.config, version, reason))
 
 
 @cli.command("rollback")
@@ -211,81 +217,9 @@ def promote_command(app: AppContext, version: str, reason: str) -> None:
 @click.pass_obj
 def rollback_command(app: AppContext, reason: str) -> None:
     """Move champion back to the previous champion, after a smoke prediction."""
-    from visionloop.registry import rollback
+    from visionloop.promotion.registry import rollback
 
-    click.echo(json.dumps(rollback(app.config, reason), sort_keys=True))
-
-
-@cli.group()
-def flows() -> None:
-    """Prefect flows: retrain once now, or serve the schedule and the drop trigger."""
-
-
-def _import_project_module(config: Config, name: str):
-    """Import flows/ or tasks/ from the project folder: they belong to the project, like
-    dvc.yaml, not to the installed library, so the project root goes on sys.path."""
-    import importlib
-    import sys
-
-    if str(config.root) not in sys.path:
-        sys.path.insert(0, str(config.root))
-    return importlib.import_module(name)
-
-
-@flows.command("run")
-@click.pass_obj
-def flows_run(app: AppContext) -> None:
-    """Run `retrain` once now: ingest complete drops, train, gate, promote, push."""
-    retrain = _import_project_module(app.config, "flows.retrain").retrain
-    state = retrain(params=str(app.params_path.resolve()), return_state=True)
-    click.echo(f"retrain: {state.name}: {state.message or ''}".rstrip(": "))
-    if state.is_failed() or state.is_crashed():
-        raise SystemExit(1)
-
-
-@flows.command("demo")
-@click.pass_obj
-def flows_demo(app: AppContext) -> None:
-    """The whole story on the demo digits: a first champion, then a later drop through the gate."""
-    demo = _import_project_module(app.config, "flows.demo")
-    if not demo.tell_story(app.config, app.params_path, click.echo):
-        raise SystemExit(1)
-
-
-@flows.command("serve")
-@click.pass_obj
-def flows_serve(app: AppContext) -> None:
-    """Serve the nightly, on-drop and watcher deployments until interrupted.
-
-    With no PREFECT_API_URL set, a local `prefect server` (SQLite, loopback) is started
-    for the duration and stopped on exit.
-    """
-    import contextlib
-    import os
-    import signal
-
-    config = app.config
-    # SIGTERM (a service manager stopping us) unwinds like Ctrl-C, so the server child stops.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    server = _import_project_module(config, "flows.server")
-    with contextlib.ExitStack() as stack:
-        if not os.environ.get("PREFECT_API_URL"):
-            log_file = config.flows.prefect_home / "server.log"
-            api_url = stack.enter_context(
-                server.local_prefect_server(config.flows.server_port, log_file)
-            )
-            os.environ["PREFECT_API_URL"] = api_url
-            click.echo(f"started a local prefect server: {api_url} (log: {log_file})")
-        deployments = _import_project_module(config, "flows.deployments")
-        notifications = _import_project_module(config, "flows.notifications")
-        for automation in notifications.ensure_notifications(config):
-            click.echo(
-                f"notifications: automation {automation.name!r} -> {config.flows.notify_block}"
-            )
-        from prefect import serve
-
-        with contextlib.suppress(KeyboardInterrupt):
-            serve(*deployments.build_deployments(config, app.params_path))
+    echo_json(rollback(app.config, reason))
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""One retraining at a time, whoever starts it (a schedule, a new drop, a person)."""
+"""One holder at a time, whoever starts it (a schedule, a new drop, a person): the one lock.
+
+An advisory `flock` on a lock file. The kernel releases it when its holder dies, so a killed
+run never leaves a stale lock behind (a lock *file* left over is harmless).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,10 @@ class AlreadyRunning(VisionloopError):
 
 
 @contextmanager
-def exclusive(lock_path: Path, what: str) -> Iterator[None]:
-    """Hold an advisory lock on lock_path for the block, or raise AlreadyRunning at once.
-
-    The kernel releases a flock when its holder dies, so a killed run never leaves a stale
-    lock behind (a lock *file* left over is harmless).
-    """
+def exclusive(
+    lock_path: Path, what: str, error: type[AlreadyRunning] = AlreadyRunning
+) -> Iterator[None]:
+    """Hold the lock on lock_path for the block, or raise `error` at once, naming the holder."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -32,7 +34,7 @@ def exclusive(lock_path: Path, what: str) -> Iterator[None]:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise AlreadyRunning(
+            raise error(
                 f"another {what} is running (pid {holder}, lock {lock_path}); "
                 "this one is skipped, wait for it to finish"
             ) from None

@@ -1,20 +1,106 @@
-"""Progress for long loops: a bar with counts and ETA on a terminal, silence in CI and logs."""
+"""Progress, one API on one library (rich): a bar with counts and ETA on a terminal, and
+concise lines (or silence) in CI and logs. Bars go to stderr: stdout carries summaries.
+
+- `track(items, total, description)`: a loop over many items (hashing, decoding, ingest);
+- `Progress`: a long run of epochs and steps that also prints one line per epoch.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+MIN_ITEMS_FOR_A_BAR = 100  # shorter loops finish before a bar is worth drawing
 
 
-def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
-    """A progress bar with counts and ETA on a terminal; nothing at all when not on a TTY."""
-    if not sys.stderr.isatty() or total < 100:
+def resolve_mode(mode: str) -> str:
+    """auto -> bar on a terminal, lines elsewhere; bar, lines and off as given."""
+    if mode == "auto":
+        return "bar" if sys.stderr.isatty() else "lines"
+    return mode
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def track(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
+    """A bar with counts and ETA on a terminal; nothing at all when not on a TTY."""
+    if not enabled or resolve_mode("auto") != "bar" or total < MIN_ITEMS_FOR_A_BAR:
         yield from items
         return
-    from rich.console import Console
     from rich.progress import track as rich_track
 
-    yield from rich_track(items, description=description, total=total, console=Console(stderr=True))
+    yield from rich_track(
+        items, description=description, total=total, console=_console(), transient=True
+    )
+
+
+class Progress(AbstractContextManager):
+    """Epochs of steps: a bar with ETA per epoch on a terminal, one line per epoch elsewhere."""
+
+    def __init__(self, mode: str, enabled: bool = True) -> None:
+        self.mode = resolve_mode(mode) if enabled else "off"
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> Progress:
+        if self.mode == "bar":
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=_console(),
+                transient=True,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self._bar is not None:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(f"epoch {epoch}/{epochs}", total=steps, status="")
+
+    def advance(self, loss: float | None = None) -> None:
+        if self._bar is not None:
+            status = f"loss {loss:.4f}" if loss is not None else ""
+            self._bar.update(self._task, advance=1, status=status)
+
+    def epoch_done(self, epoch: int, epochs: int, metrics: dict[str, Any], note: str = "") -> None:
+        self.message(
+            f"epoch {epoch}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
+            f"train_acc {metrics['train_accuracy']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+            f"val_acc {metrics['val_accuracy']:.4f}  lr {metrics['lr']:.2e}  "
+            f"{metrics['images_per_s']:.0f} img/s  {metrics['epoch_time_s']:.1f}s{note}"
+        )
+
+    def message(self, text: str) -> None:
+        if self.mode == "off":
+            return
+        if self._bar is not None:
+            self._bar.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""Where MLflow tracks: the embedded default (SQLite file + local artifact folder) or a server.
+"""MLflow, one way in: where it tracks, the one place a run is started or resumed, and the
+one reader of the git state recorded with runs and registered versions.
 
 `MLFLOW_TRACKING_URI`, when set, wins over params (a real `mlflow server`); otherwise a
 relative `sqlite:///` path in params is taken relative to the params file's folder, so the
@@ -7,11 +8,15 @@ store does not depend on the folder a command is started from.
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from visionloop.config import Config
 
+log = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
 
 
@@ -41,6 +46,21 @@ def configure_tracking(config: Config) -> str:
     )
 
 
+def start_run(config: Config, run_id: str | None, run_name: str):
+    """Resume run `run_id`, or start a new run named `run_name` when there is none (or it
+    cannot be resumed). MLflow's ActiveRun: use it in a `with`, or end it with end_run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    experiment_id = configure_tracking(config)
+    if run_id is not None:
+        try:
+            return mlflow.start_run(run_id=run_id)
+        except MlflowException as exc:
+            log.warning("cannot continue MLflow run %s (%s); starting a new run", run_id, exc)
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+
+
 def _set_uris_without_exporting(mlflow, uri: str) -> None:
     """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; this module would then read
     that back as the user's override, and every later config (another project, a test's
@@ -53,3 +73,36 @@ def _set_uris_without_exporting(mlflow, uri: str) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+# ---- lineage ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: str | None  # None: not a git repository (or git is missing)
+    dirty: bool | None
+
+
+def git_state(folder: Path) -> GitState:
+    """The commit checked out in `folder` and whether the tree has uncommitted changes."""
+    commit = _git(folder, "rev-parse", "HEAD")
+    if commit is None:
+        return GitState(None, None)
+    return GitState(commit, bool(_git(folder, "status", "--porcelain")))
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_tags(state: GitState) -> dict[str, str]:
+    if state.commit is None:
+        return {"git.commit": "unknown"}
+    return {"git.commit": state.commit, "git.dirty": str(state.dirty).lower()}

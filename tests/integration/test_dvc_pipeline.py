@@ -10,8 +10,8 @@ import yaml
 
 from tests.helpers import REPO_ROOT, run_cli
 from tests.project import Repo, make_repo
-from visionloop.prepared import open_prepared_split
-from visionloop.stages import STAGES
+from visionloop.artifacts.prepared import open_prepared_split
+from visionloop.pipeline.stages import STAGES
 
 
 def test_repro_runs_end_to_end_then_skips_then_reruns_only_what_changed(tmp_path):

@@ -27,7 +27,7 @@ from tests.helpers import REPO_ROOT
 from tests.project import Repo, make_repo
 from visionloop.config import load_config
 from visionloop.errors import VisionloopError
-from visionloop.registry import list_versions
+from visionloop.promotion.registry import list_versions
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_serve_starts_a_local_server_serves_the_deployments_and_stops_it(tmp_pat
     env = {k: v for k, v in repo.env.items() if not k.startswith("PREFECT_API")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
     serve = subprocess.Popen(
-        [sys.executable, "-m", "visionloop", "flows", "serve"],
+        [sys.executable, "-m", "flows", "serve"],
         cwd=repo.path,
         env=env,
         stdout=subprocess.PIPE,

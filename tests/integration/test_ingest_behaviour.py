@@ -21,9 +21,9 @@ from tests.ingest_corpus import (
     write,
     zip_drop,
 )
+from visionloop.data.ingest import ingest_drops
+from visionloop.data.ingest.run import IngestBusy
 from visionloop.errors import VisionloopError
-from visionloop.ingest import ingest_drops
-from visionloop.ingest.run import IngestBusy
 
 
 def test_ingesting_the_same_drop_again_is_a_no_op(tmp_path):
@@ -173,7 +173,7 @@ def test_unknown_drop_and_a_held_lock_are_one_line_errors(tmp_path):
 
 
 def test_a_ready_marker_marks_the_drop_complete_and_is_not_data(tmp_path):
-    """The `READY` file (visionloop.arrivals) is bookkeeping: neither stored nor quarantined."""
+    """The `READY` file (visionloop.data.arrivals) is bookkeeping: not stored, not quarantined."""
     config = project(tmp_path)
     drop = config.data.incoming_dir / "marked"
     valid_drop(drop)

@@ -27,7 +27,8 @@ from tests.ingest_corpus import (
     write,
     zip_drop,
 )
-from visionloop.ingest import ingest_drops
+from visionloop.data.ingest import ingest_drops
+from visionloop.data.ingest.summary import problem
 
 LIMITS = {
     "max_file_bytes": 60_000,
@@ -338,7 +339,7 @@ def test_each_bad_drop_is_rejected_whole_with_its_reason(drops_run, name, reason
         Path(outcome.quarantine_path) / name
     ).is_symlink()
     assert not (config.data.incoming_dir / name).exists()
-    assert name in outcome.problem() and reason in outcome.problem()
+    assert name in problem(outcome) and reason in problem(outcome)
 
 
 def test_valid_drops_beside_bad_ones_are_ingested_and_nothing_leaks(drops_run):

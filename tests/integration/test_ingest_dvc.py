@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.helpers import REPO_PARAMS, REPO_ROOT, run_cli
-from visionloop.ingest.commit import KILL_ENV
+from visionloop.data.ingest.commit import KILL_ENV
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 

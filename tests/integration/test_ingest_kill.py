@@ -23,8 +23,8 @@ from tests.ingest_corpus import (
     write,
 )
 from visionloop.config import Config
-from visionloop.ingest import ingest_drops
-from visionloop.ingest.commit import KILL_ENV
+from visionloop.data.ingest import ingest_drops
+from visionloop.data.ingest.commit import KILL_ENV
 
 POINTS = [
     "staging",
@@ -40,7 +40,7 @@ POINTS = [
 INGEST = (
     "import sys\n"
     "from visionloop.config import load_config\n"
-    "from visionloop.ingest import ingest_drops\n"
+    "from visionloop.data.ingest import ingest_drops\n"
     "ingest_drops(load_config(sys.argv[1]))\n"
 )
 

@@ -18,11 +18,11 @@ import yaml
 
 from tests.digits import write_digits_cache
 from tests.helpers import REPO_PARAMS, run_cli
-from visionloop.bundle import load_bundle
+from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.config import _deep_merge, load_config
 from visionloop.errors import VisionloopError
-from visionloop.prepared import open_prepared_split
-from visionloop.stages import STAGES
+from visionloop.models.classifier import load_bundle
+from visionloop.pipeline.stages import STAGES
 from visionloop.training.engine import train
 
 TINY = {
@@ -83,7 +83,7 @@ def cli_env() -> dict[str, str]:
 
 def test_the_stage_is_registered_with_its_params():
     assert STAGES["train"].params == ("data.raw_dir", "split.dir", "prepare.dir", "train")
-    assert STAGES["train"].load().__name__ == "train_stage"
+    assert STAGES["train"].load().__module__ == "visionloop.training.engine"
 
 
 def test_training_writes_a_bundle_metrics_history_and_one_mlflow_run(tmp_path, cache):

@@ -7,9 +7,9 @@ import pytest
 
 from tests.digits import write_digits_cache
 from tests.helpers import REPO_PARAMS
-from visionloop.bundle import load_bundle
+from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.config import load_config
-from visionloop.prepared import open_prepared_split
+from visionloop.models.classifier import load_bundle
 from visionloop.training.engine import train
 
 

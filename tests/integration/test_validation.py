@@ -9,9 +9,9 @@ import pytest
 
 from tests.ingest_corpus import manifest, png, project, valid_drop, write
 from visionloop.config import Config
-from visionloop.ingest import ingest_drops
-from visionloop.stages import STAGES, run_stage
-from visionloop.validation import ValidationFailed
+from visionloop.data.ingest import ingest_drops
+from visionloop.data.validation import ValidationFailed
+from visionloop.pipeline.stages import STAGES, run_stage
 
 
 def _ingested(tmp_path, **validation) -> Config:
@@ -103,4 +103,4 @@ def test_the_stage_lists_exactly_the_params_it_reads():
         "data.ingest.min_side",
         "data.ingest.max_side",
     )
-    assert stage.load().__name__ == "validate_stage"
+    assert stage.load().__module__ == "visionloop.data.validation"

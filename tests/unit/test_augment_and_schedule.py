@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from visionloop.bundle import BundleMeta, Classifier
+from visionloop.artifacts.bundle import BundleMeta
 from visionloop.config import AugmentConfig, TrainConfig
-from visionloop.models import build_model
+from visionloop.models.classifier import Classifier
+from visionloop.models.zoo import build_model
 from visionloop.training.augment import Augment, random_resized_crop
 from visionloop.training.optim import build_optimizer, build_scheduler
 

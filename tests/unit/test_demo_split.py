@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from visionloop.demo import drop_assignment, load_digits_uint8
+from visionloop.data.demo import drop_assignment, load_digits_uint8
 
 
 def test_drop_assignment_partitions_every_image_by_the_fractions():

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from visionloop.errors import VisionloopError
-from visionloop.evaluation import classification_metrics, metric_safe, reliability_table
 from visionloop.images import fit_batch
+from visionloop.promotion.evaluate import classification_metrics, metric_safe, reliability_table
 
 
 def one_hot_probs(predicted, n_classes, confidence):
@@ -65,7 +65,7 @@ def png(size, mode="RGBA", color=(255, 0, 0, 0)) -> bytes:
 
 
 def test_pyfunc_input_accepts_encoded_bytes_and_uint8_arrays():
-    from visionloop.pyfunc import to_image_batch
+    from visionloop.promotion.pyfunc import to_image_batch
 
     frame = pd.DataFrame({"image": [png((10, 12)), png((4, 4), "L", 0)]})
     batch = to_image_batch(frame, 16)
@@ -81,9 +81,9 @@ def test_pyfunc_input_accepts_encoded_bytes_and_uint8_arrays():
 
 
 def test_model_and_test_split_must_agree_on_classes_and_size():
-    from visionloop.bundle import BundleMeta
-    from visionloop.evaluation import check_compatible
-    from visionloop.prepared import PreparedSplit
+    from visionloop.artifacts.bundle import BundleMeta
+    from visionloop.artifacts.prepared import PreparedSplit
+    from visionloop.promotion.evaluate import check_compatible
 
     meta = BundleMeta("simple_cnn", ("a", "b"), 16, (0.5,) * 3, (0.25,) * 3)
     images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
@@ -98,9 +98,9 @@ def test_model_and_test_split_must_agree_on_classes_and_size():
 
 def test_stages_say_which_earlier_stage_is_missing(tmp_path):
     from tests.helpers import REPO_PARAMS
+    from visionloop.artifacts.prepared import write_prepared_split
     from visionloop.config import load_config
-    from visionloop.prepared import write_prepared_split
-    from visionloop.stages import run_stage
+    from visionloop.pipeline.stages import run_stage
 
     config = load_config(
         REPO_PARAMS,

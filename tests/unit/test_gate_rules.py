@@ -1,15 +1,10 @@
 import numpy as np
 import pytest
 
+from visionloop.artifacts.bundle import bundle_digest
+from visionloop.artifacts.verdict import verdict_markdown
 from visionloop.config import GateConfig
-from visionloop.evaluation import bundle_digest
-from visionloop.gate import (
-    ModelOnTest,
-    judge,
-    mcnemar_exact,
-    paired_bootstrap,
-    verdict_markdown,
-)
+from visionloop.promotion.gate import ModelOnTest, judge, mcnemar_exact, paired_bootstrap
 
 CLASSES = ("a", "b", "c")
 LABELS = np.array([0, 1, 2] * 40)  # 120 images, 40 per class

@@ -7,10 +7,10 @@ from PIL import Image
 from tests.helpers import REPO_PARAMS
 from tests.ingest_corpus import encode
 from visionloop.config import load_config
+from visionloop.data.ingest.plan import printable_name
+from visionloop.data.ingest.readers import DropRejected, drop_name, is_os_metadata, safe_parts
 from visionloop.errors import ConfigError
 from visionloop.images import FormatNotAllowed, decode
-from visionloop.ingest.readers import DropRejected, drop_name, is_os_metadata, safe_parts
-from visionloop.ingest.run import printable_name
 
 
 @pytest.mark.parametrize(
@@ -84,8 +84,8 @@ def test_a_bad_label_pattern_or_unknown_expectation_is_a_config_error(tmp_path):
 
 def test_docs_list_every_reason_code_and_expectation():
     from tests.helpers import REPO_ROOT
-    from visionloop.ingest.reasons import DROP_REASONS, FILE_REASONS
-    from visionloop.validation import EXPECTATION_NAMES
+    from visionloop.data.ingest.reasons import DROP_REASONS, FILE_REASONS
+    from visionloop.data.validation import EXPECTATION_NAMES
 
     docs = (REPO_ROOT / "docs" / "data.md").read_text()
     for code in [*FILE_REASONS, *DROP_REASONS, *EXPECTATION_NAMES]:

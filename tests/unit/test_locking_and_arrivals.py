@@ -6,8 +6,8 @@ import time
 import pytest
 
 from tests.helpers import REPO_PARAMS
-from visionloop.arrivals import complete_drops, is_complete, mark_announced, unannounced
 from visionloop.config import load_config
+from visionloop.data.arrivals import complete_drops, is_complete, mark_announced, unannounced
 from visionloop.locking import AlreadyRunning, exclusive
 
 

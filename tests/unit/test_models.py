@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from visionloop.errors import VisionloopError
-from visionloop.models import ARCHITECTURES, build_model, freeze, load_pretrained, min_image_size
+from visionloop.models.zoo import (
+    ARCHITECTURES,
+    build_model,
+    freeze,
+    load_pretrained,
+    min_image_size,
+)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from tests.helpers import REPO_PARAMS, REPO_ROOT
 from visionloop.config import load_config
-from visionloop.stages import STAGES
+from visionloop.pipeline.stages import STAGES
 
 DVC_YAML = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
 
@@ -71,3 +71,10 @@ def test_the_split_keeps_its_previous_assignments_across_reruns():
     outs = {next(iter(e)): e[next(iter(e))] for e in DVC_YAML["split"]["outs"]}
     assert outs["data/splits/split.csv"]["persist"] is True
     assert outs["data/splits/state.json"]["persist"] is True
+
+
+def test_each_stage_depends_on_its_own_module():
+    for name, stage in DVC_YAML.items():
+        module = "src/" + STAGES[name].module.replace(".", "/") + ".py"
+        assert module in stage["deps"], name
+        assert (REPO_ROOT / module).is_file(), module

@@ -7,12 +7,14 @@ from PIL import Image
 
 from tests.helpers import REPO_PARAMS
 from tests.rawdata import add_drop, pattern_image
+from visionloop.artifacts.prepared import SPLITS, open_prepared_split
+from visionloop.artifacts.raw_store import locate_images
+from visionloop.artifacts.split_table import read_split
 from visionloop.config import load_config
+from visionloop.data.prepare import run as run_prepare
+from visionloop.data.splits import run as run_split
 from visionloop.errors import VisionloopError
 from visionloop.images import ALPHA_BACKGROUND, fit_square, load_for_model
-from visionloop.prepare import run_prepare
-from visionloop.prepared import SPLITS, open_prepared_split
-from visionloop.splits import locate_images, read_split, run_split
 
 
 def make_config(tmp_path, **prepare):

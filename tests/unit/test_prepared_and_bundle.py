@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from visionloop.bundle import BundleMeta, load_bundle, save_bundle
-from visionloop.models import build_model
-from visionloop.prepared import open_prepared_split, write_prepared_split
+from visionloop.artifacts.bundle import BundleMeta, save_bundle
+from visionloop.artifacts.prepared import open_prepared_split, write_prepared_split
+from visionloop.models.classifier import load_bundle
+from visionloop.models.zoo import build_model
 
 
 def test_prepared_split_round_trip_is_memory_mapped(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from visionloop.training.progress import Progress
+from visionloop.progress import Progress
 
 METRICS = {
     "train_loss": 0.5,

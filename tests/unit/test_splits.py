@@ -7,19 +7,11 @@ import pytest
 
 from tests.helpers import REPO_PARAMS
 from tests.rawdata import add_drop, near_copy, pattern_image
+from visionloop.artifacts.split_table import EXCLUDED, Row, read_split
 from visionloop.config import SplitConfig, load_config
+from visionloop.data.splits import NewImage, audit_split, near_pairs, ordered_drops, place_drop
+from visionloop.data.splits import run as run_split
 from visionloop.errors import VisionloopError
-from visionloop.splits import (
-    EXCLUDED,
-    NewImage,
-    Row,
-    audit_split,
-    near_pairs,
-    ordered_drops,
-    place_drop,
-    read_split,
-    run_split,
-)
 
 
 def make_config(tmp_path, **split):

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from tests.digits import digits_rgb
+from visionloop.artifacts.prepared import PreparedSplit, channel_stats
 from visionloop.config import AugmentConfig, TrainConfig
-from visionloop.models import build_model
-from visionloop.prepared import PreparedSplit
+from visionloop.models.zoo import build_model
 from visionloop.training.augment import Augment
-from visionloop.training.data import batches, channel_stats
+from visionloop.training.data import batches
 from visionloop.training.loop import train_one_epoch, validate
 from visionloop.training.optim import build_optimizer, build_scheduler
 from visionloop.training.runtime import Runtime
@@ -35,7 +35,8 @@ def test_the_loss_falls_on_a_tiny_set(tiny, amp, grad_clip):
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch=4)
     scaler = torch.amp.GradScaler("cpu", enabled=amp == torch.float16)
-    mean, std = channel_stats(tiny.images)
+    stats = channel_stats(tiny.images)
+    mean, std = stats["mean"], stats["std"]
     augment = Augment(
         AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)), mean, std, 10, runtime.device
     )
@@ -61,6 +62,7 @@ def test_the_loss_falls_on_a_tiny_set(tiny, amp, grad_clip):
 def test_channel_stats_of_a_known_image():
     images = np.zeros((2, 2, 2, 3), dtype=np.uint8)
     images[0, ..., 0] = 255  # red channel: half the pixels at 1.0, half at 0.0
-    mean, std = channel_stats(images)
+    stats = channel_stats(images)
+    mean, std = stats["mean"], stats["std"]
     assert mean[0] == pytest.approx(0.5) and std[0] == pytest.approx(0.5)
     assert mean[1] == 0.0 and std[1] == 1.0  # a constant channel is left unscaled

@@ -62,6 +62,12 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(PATTERN.fullmatch(p.name).group(1)), reverse=True)
 
 
+def clear_checkpoints(folder: Path) -> None:
+    for path in list_checkpoints(folder):
+        _sidecar(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+
 def verify(path: Path) -> bytes:
     """The checkpoint's bytes if its sidecar hash matches; ValueError saying why not."""
     sidecar = _sidecar(path)

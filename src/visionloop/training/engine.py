@@ -9,11 +9,9 @@ as an uninterrupted run does in epoch k+1 (see docs/training.md).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +19,24 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from visionloop.atomic import write_bytes_atomic
-from visionloop.bundle import BundleMeta, save_bundle
+from visionloop.artifacts import candidate
+from visionloop.artifacts.bundle import BundleMeta, save_bundle
+from visionloop.artifacts.prepared import normalisation_stats, require_split
 from visionloop.config import Config, TrainConfig
 from visionloop.errors import VisionloopError
-from visionloop.models import build_model, freeze, load_pretrained
+from visionloop.models.zoo import build_model, freeze, load_pretrained
+from visionloop.progress import Progress
 from visionloop.training import mlflow_run
 from visionloop.training.augment import Augment
 from visionloop.training.checkpoint import (
-    list_checkpoints,
+    clear_checkpoints,
     load_latest_checkpoint,
     save_checkpoint,
 )
-from visionloop.training.data import (
-    batch_count,
-    batches,
-    image_size_of,
-    normalisation_stats,
-    open_split,
-    read_class_map,
-)
+from visionloop.training.data import batch_count, batches, image_size_of, read_class_map
 from visionloop.training.early_stopping import EarlyStopping
 from visionloop.training.loop import cpu_state, train_one_epoch, unwrap, validate
 from visionloop.training.optim import build_optimizer, build_scheduler
-from visionloop.training.progress import Progress
 from visionloop.training.runtime import (
     Runtime,
     epoch_seed,
@@ -56,15 +48,11 @@ from visionloop.training.runtime import (
 log = logging.getLogger(__name__)
 
 RESUME_MODES = ("never", "auto", "always")
-BUNDLE_DIR = "model"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.csv"
-RUN_FILE = "run.json"
 # Params that change where things go or how they are shown, not what is trained.
 NOT_FINGERPRINTED = {"dir", "checkpoint_dir", "progress", "log_model"}
 
 
-def train_stage(config: Config) -> dict[str, Any]:
+def run(config: Config) -> dict[str, Any]:
     """The DVC/Prefect stage: continues an interrupted run of the same params and data."""
     return train(config, resume="auto")
 
@@ -88,8 +76,8 @@ class Session:
         self.config, self.cfg, self.runtime = config, cfg, runtime
         seed_everything(cfg.seed)
         self.class_map = read_class_map(config.data.raw_dir)
-        self.train_split = open_split(config.prepare.dir, "train")
-        self.val_split = open_split(config.prepare.dir, "val")
+        self.train_split = require_split(config.prepare.dir, "train")
+        self.val_split = require_split(config.prepare.dir, "val")
         for name, split in (("train", self.train_split), ("val", self.val_split)):
             if len(split) == 0:
                 raise VisionloopError(
@@ -257,12 +245,6 @@ def checkpoint_to_resume(
     return state
 
 
-def clear_checkpoints(folder: Path) -> None:
-    for path in list_checkpoints(folder):
-        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-
-
 def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
     session = Session(config, runtime)
     cfg = config.train
@@ -276,7 +258,7 @@ def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
     try:
         if runtime.is_main:
             session.run_id = mlflow_run.start_or_resume_run(config, session.run_id)
-            write_run_file(cfg.dir, session.run_id, resumed_from)
+            candidate.write_run_record(cfg.dir, session.run_id, resumed_from)
             mlflow_run.log_start(
                 config, session.image_size, runtime.world_size, str(runtime.device)
             )
@@ -320,7 +302,7 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
         std=tuple(session.std),
         class_map_version=session.class_map.version,
     )
-    bundle_dir = save_bundle(cfg.dir / BUNDLE_DIR, model, meta)
+    bundle_dir = save_bundle(candidate.bundle_dir(cfg.dir), model, meta)
     best = session.history[session.early.best_epoch - 1]
     summary = {
         "best_epoch": session.early.best_epoch,
@@ -333,8 +315,8 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
         "images_per_s": sum(r["images_per_s"] for r in session.history) / len(session.history),
         "train_time_s": sum(r["epoch_time_s"] for r in session.history),
     }
-    write_bytes_atomic(cfg.dir / METRICS_FILE, (json.dumps(summary, indent=2) + "\n").encode())
-    write_history(cfg.dir / HISTORY_FILE, session.history)
+    candidate.write_metrics(cfg.dir, summary)
+    candidate.write_history(cfg.dir, session.history)
     mlflow_run.log_finish(session.config, bundle_dir, summary, session.history)
     return {
         **summary,
@@ -342,20 +324,3 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
         "run_id": session.run_id,
         "resumed_from_epoch": resumed_from,
     }
-
-
-def write_run_file(folder: Path, run_id: str, resumed_from: int | None) -> None:
-    """The MLflow run id for the stages after this one (no tracking URI: it may hold secrets)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"run_id": run_id, "resumed_from_epoch": resumed_from}
-    write_bytes_atomic(folder / RUN_FILE, (json.dumps(record, indent=2) + "\n").encode())
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    """One row per epoch, the file DVC plots."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)

@@ -1,5 +1,5 @@
-"""The training loop: `train_one_epoch` and `validate` return metric dicts; `fit` runs epochs
-with early stopping, checkpoints every epoch and resumes from the last good checkpoint."""
+"""The training loop: `train_one_epoch` and `validate`, one epoch each, return metric dicts.
+Epochs, early stopping, checkpoints and resuming are engine.py's."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionloop.prepared import PreparedSplit
+from visionloop.artifacts.prepared import PreparedSplit
+from visionloop.progress import Progress
 from visionloop.training.augment import Augment
 from visionloop.training.data import batches
-from visionloop.training.progress import Progress
 from visionloop.training.runtime import Runtime
 
 

@@ -8,32 +8,20 @@ train.dir/run.json, so a resumed or rerun stage continues the same run.
 from __future__ import annotations
 
 import hashlib
-import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from visionloop.artifacts import raw_store, split_table
 from visionloop.config import Config
-
-log = logging.getLogger(__name__)
+from visionloop.tracking import git_state, start_run
 
 
 def start_or_resume_run(config: Config, run_id: str | None) -> str:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from visionloop.tracking import configure_tracking
-
-    experiment_id = configure_tracking(config)
-    if run_id is not None:
-        try:
-            return mlflow.start_run(run_id=run_id).info.run_id
-        except MlflowException as exc:
-            log.warning("cannot continue MLflow run %s (%s); starting a new run", run_id, exc)
-    return mlflow.start_run(experiment_id=experiment_id, run_name="train").info.run_id
+    """The run stays active until end_run: every epoch logs into it."""
+    return start_run(config, run_id, run_name="train").info.run_id
 
 
 def end_run(status: str = "FINISHED") -> None:
@@ -51,8 +39,8 @@ def log_start(config: Config, image_size: int, world_size: int, device: str) -> 
     existing = mlflow.active_run().data.params
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
     mlflow.set_tags(data_version(config))
-    classes = config.data.raw_dir / "classes.json"
-    mlflow.log_text(classes.read_text(), "classes.json")
+    classes = config.data.raw_dir / raw_store.CLASSES
+    mlflow.log_text(classes.read_text(), raw_store.CLASSES)
 
 
 def log_epoch(metrics: dict[str, float], epoch: int) -> None:
@@ -83,7 +71,7 @@ def log_torch_model(bundle_dir: Path) -> None:
     import torchvision
     from mlflow.models import infer_signature
 
-    from visionloop.bundle import load_bundle
+    from visionloop.models.classifier import load_bundle
 
     classifier = load_bundle(bundle_dir)
     size = classifier.meta.image_size
@@ -126,21 +114,21 @@ def training_curves(history: list[dict[str, float]]):
 
 
 def data_version(config: Config) -> dict[str, str]:
-    """DVC's hashes of data/raw (its .dvc file) and of the split manifest (dvc.lock), the
-    manifest's own sha256, and the git commit, each when known."""
+    """DVC's hashes of data/raw (its .dvc file) and of the split table (dvc.lock), the
+    table's own sha256, and the git commit, each when known."""
     tags: dict[str, str] = {}
     raw_dvc = config.data.raw_dir.with_name(config.data.raw_dir.name + ".dvc")
     if raw_dvc.exists():
         outs = (yaml.safe_load(raw_dvc.read_text()) or {}).get("outs") or [{}]
         if "md5" in outs[0]:
             tags["data.raw_md5"] = str(outs[0]["md5"])
-    manifest = config.split.dir / "split.csv"
-    if manifest.exists():
-        tags["data.split_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
-        locked = dvc_lock_md5(config.root, manifest)
+    table = split_table.path(config.split.dir)
+    if table.exists():
+        tags["data.split_sha256"] = hashlib.sha256(table.read_bytes()).hexdigest()
+        locked = dvc_lock_md5(config.root, table)
         if locked:
             tags["data.split_md5"] = locked
-    commit = git_commit(config.root)
+    commit = git_state(config.root).commit
     if commit:
         tags["git.commit"] = commit
     return tags
@@ -158,19 +146,6 @@ def dvc_lock_md5(root: Path, path: Path) -> str | None:
             if out.get("path") == wanted and "md5" in out:
                 return str(out["md5"])
     return None
-
-
-def git_commit(folder: Path) -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def _flatten(values: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -11,8 +11,8 @@ import yaml
 
 from tests.helpers import REPO_PARAMS
 from tests.integration.gate.trained import test_split, train_bundles
+from visionloop.artifacts.prepared import write_prepared_split
 from visionloop.config import Config, load_config
-from visionloop.prepared import write_prepared_split
 
 # Floors the briefly trained "weak" digits model (top-1 ~0.7) clears and the label-shuffled
 # one (~0.1) does not.
@@ -71,8 +71,8 @@ class Project:
 
     def release(self, name: str, config: Config | None = None) -> tuple[dict, dict]:
         """What the flow does for a new candidate: gate, then register and promote."""
-        from visionloop.gate import gate
-        from visionloop.registry import register_and_promote
+        from visionloop.promotion.gate import run as gate
+        from visionloop.promotion.registry import register_and_promote
 
         config = config or self.config
         self.use_candidate(name)

@@ -9,10 +9,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from visionloop.bundle import load_bundle
-from visionloop.evaluation import bundle_digest
-from visionloop.prepared import open_prepared_split
-from visionloop.stages import run_stage
+from visionloop.artifacts.bundle import bundle_digest
+from visionloop.artifacts.prepared import open_prepared_split
+from visionloop.models.classifier import load_bundle
+from visionloop.pipeline.stages import run_stage
 from visionloop.tracking import configure_tracking
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -69,7 +69,7 @@ def test_evaluate_writes_metrics_tables_plots_and_logs_to_the_training_run(proje
     assert "evaluation/metrics.json" in artifacts and "evaluation/plots" in artifacts
 
     # Registering this candidate attaches these metrics and the training run to the version.
-    from visionloop.registry import register_candidate
+    from visionloop.promotion.registry import register_candidate
 
     version = register_candidate(config)
     registered = mlflow.MlflowClient().get_model_version(config.registry.model_name, version)
@@ -88,16 +88,19 @@ def test_evaluate_without_a_training_run_logs_to_a_new_run(project):
     assert evaluated["mlflow_run_id"] == run.info.run_id
 
     # A newer candidate is never tagged with the metrics of the last one evaluated.
-    from visionloop.registry import registration_tags
+    from visionloop.artifacts.evaluation import evaluation_of
+    from visionloop.promotion.registry import registration_tags
 
     project.use_candidate("good")
     digest = bundle_digest(project.config.train.dir / "model")
     assert evaluated["bundle_sha256"] != digest
-    assert not any(k.startswith("metric.") for k in registration_tags(project.config, digest))
+    evaluated = evaluation_of(project.config.evaluate.dir, digest)
+    tags = registration_tags(project.config, digest, evaluated)
+    assert not any(k.startswith("metric.") for k in tags)
 
 
 def test_gate_stage_registers_and_promotes_only_when_params_say_so(project):
-    from visionloop.registry import list_versions
+    from visionloop.promotion.registry import list_versions
 
     project.use_candidate("weak")
     assert "registry" not in run_stage("gate", project.config)

@@ -16,11 +16,11 @@ from PIL import Image
 
 from tests.helpers import run_cli
 from tests.integration.gate.trained import CLASSES
-from visionloop.bundle import load_bundle
+from visionloop.artifacts.prepared import open_prepared_split
+from visionloop.artifacts.verdict import read_verdict
 from visionloop.errors import VisionloopError
-from visionloop.gate import read_verdict
-from visionloop.prepared import open_prepared_split
-from visionloop.registry import (
+from visionloop.models.classifier import load_bundle
+from visionloop.promotion.registry import (
     CHALLENGER,
     CHAMPION,
     alias_version,
@@ -133,7 +133,7 @@ def test_equal_model_is_not_promoted_when_a_gain_is_required(project):
     assert outcome["action"] == "rejected" and champion_version(strict) == "1"
 
     # The same model passes when no gain is required: the gain rule is what stopped it.
-    from visionloop.gate import gate
+    from visionloop.promotion.gate import run as gate
 
     assert gate(project.with_gate(min_gain=0.0))["passed"]
 
@@ -141,15 +141,15 @@ def test_equal_model_is_not_promoted_when_a_gain_is_required(project):
 CRASH_AFTER_REGISTER = """
 import os, signal, sys
 from visionloop.config import load_config
-from visionloop.registry import register_candidate
+from visionloop.promotion.registry import register_candidate
 print(register_candidate(load_config(sys.argv[1])), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # dies before promote_if_passed
 """
 
 
 def test_crash_between_register_and_promote_is_reconciled(project):
-    from visionloop.gate import gate
-    from visionloop.registry import register_and_promote
+    from visionloop.promotion.gate import run as gate
+    from visionloop.promotion.registry import register_and_promote
 
     project.release("weak")
     project.use_candidate("good")
@@ -177,7 +177,7 @@ def test_crash_between_register_and_promote_is_reconciled(project):
 
 
 def test_pending_version_of_a_replaced_candidate_is_abandoned(project):
-    from visionloop.registry import register_candidate
+    from visionloop.promotion.registry import register_candidate
 
     project.use_candidate("shuffled")
     assert register_candidate(project.config) == "1"  # then "crashed": never gated

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from visionloop.bundle import BundleMeta, save_bundle
-from visionloop.demo import load_digits_uint8
-from visionloop.models import build_model
+from visionloop.artifacts.bundle import BundleMeta, save_bundle
+from visionloop.data.demo import load_digits_uint8
+from visionloop.models.zoo import build_model
 
 IMAGE_SIZE = 16  # the 8x8 digits, upscaled 2x
 TEST_SIZE = 300

@@ -1,0 +1,73 @@
+"""A trained model as a self-describing folder (the bundle), written by training and read by
+evaluation, the gate, the registry and serving.
+
+`model.json` says how to rebuild and feed the network (architecture, class names in index
+order, input size, normalisation, resize rule); `weights.pt` is a plain state_dict, read
+with weights_only=True so no pickle from disk is ever executed. The bundle's identity is
+`bundle_digest`: a hash over the names and bytes of its files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from visionloop.atomic import staged_dir
+
+META_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    arch: str
+    classes: tuple[str, ...]  # class names in index order (the class map)
+    image_size: int
+    mean: tuple[float, float, float]  # per-channel, on 0..1 pixels
+    std: tuple[float, float, float]
+    class_map_version: int = 1
+    resize: str = "crop"  # images.fit_square's mode, as prepare used it (serving must match)
+
+    @classmethod
+    def from_json(cls, text: str) -> BundleMeta:
+        raw = json.loads(text)
+        for key in ("classes", "mean", "std"):
+            raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+
+def is_bundle(folder: Path) -> bool:
+    return (folder / META_FILE).is_file()
+
+
+def save_bundle(folder: Path, module, meta: BundleMeta) -> Path:
+    """Write the bundle whole: built in a temporary sibling folder, then moved into place."""
+    import torch
+
+    with staged_dir(folder) as staging:
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        torch.save(state, staging / WEIGHTS_FILE)
+        (staging / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n")
+    return folder
+
+
+def read_meta(folder: Path) -> BundleMeta:
+    return BundleMeta.from_json((folder / META_FILE).read_text())
+
+
+def read_weights(folder: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+
+
+def bundle_digest(folder: Path) -> str:
+    """A content hash of a bundle folder: names and bytes of every file, in a fixed order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

@@ -1,0 +1,107 @@
+"""The prepared tensor cache, written by prepare and read by training, evaluation and the gate.
+
+One folder per split under `prepare.dir`: `images.npy` (uint8, N x H x W x 3, read with
+mmap so memory stays bounded), `labels.npy` (int64 class indices from the class map) and
+`sha256.txt` (one content hash per row, the same order); and `stats.json`: the train split's
+per-channel mean and std on 0..1 pixels, the class map, the size and the resize rule.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionloop.artifacts.split_table import SPLITS
+from visionloop.atomic import staged_dir, write_json_atomic
+from visionloop.errors import VisionloopError
+
+__all__ = ["SPLITS", "PreparedSplit", "open_prepared_split", "write_prepared_split"]
+
+STATS_FILE = "stats.json"
+IMAGES_FILE = "images.npy"
+LABELS_FILE = "labels.npy"
+SHA256_FILE = "sha256.txt"
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    images: np.ndarray  # uint8 (N, H, W, 3), memory-mapped
+    labels: np.ndarray  # int64 (N,)
+    sha256: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def open_prepared_split(prepared_dir: Path, split: str) -> PreparedSplit:
+    folder = prepared_dir / split
+    images = np.load(folder / IMAGES_FILE, mmap_mode="r")
+    labels = np.load(folder / LABELS_FILE)
+    sha256 = tuple((folder / SHA256_FILE).read_text().split())
+    if not (len(images) == len(labels) == len(sha256)):
+        raise ValueError(f"{folder}: images, labels and sha256.txt differ in length")
+    return PreparedSplit(images=images, labels=labels, sha256=sha256)
+
+
+def require_split(prepared_dir: Path, split: str) -> PreparedSplit:
+    """`open_prepared_split` for the stages after prepare: a missing split is a user error."""
+    try:
+        return open_prepared_split(prepared_dir, split)
+    except FileNotFoundError:
+        raise VisionloopError(
+            f"{prepared_dir / split}: prepared split not found; run the prepare stage first"
+        ) from None
+
+
+def write_prepared_split(
+    prepared_dir: Path, split: str, images: np.ndarray, labels: np.ndarray, sha256: list[str]
+) -> Path:
+    """Write one split whole: built in a temporary folder, then moved into place."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    if not (len(images) == len(labels) == len(sha256)):
+        raise ValueError("images, labels and sha256 differ in length")
+    prepared_dir.mkdir(parents=True, exist_ok=True)
+    target = prepared_dir / split
+    with staged_dir(target) as staging:
+        np.save(staging / IMAGES_FILE, np.ascontiguousarray(images))
+        np.save(staging / LABELS_FILE, np.asarray(labels, dtype=np.int64))
+        (staging / SHA256_FILE).write_text("".join(f"{h}\n" for h in sha256))
+    return target
+
+
+def write_stats(prepared_dir: Path, stats: dict[str, Any]) -> None:
+    write_json_atomic(prepared_dir / STATS_FILE, stats)
+
+
+def normalisation_stats(
+    prepared_dir: Path, train: PreparedSplit
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std: stats.json's when present, else computed from `train`."""
+    path = prepared_dir / STATS_FILE
+    stats = json.loads(path.read_text()) if path.exists() else channel_stats(train.images)
+    return tuple(map(float, stats["mean"])), tuple(map(float, stats["std"]))
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> dict[str, list[float]]:
+    """Per-channel mean and std on 0..1 pixels, exact, from histograms of the uint8 memmap.
+
+    A constant channel gets std 1, so normalising never divides by zero.
+    """
+    if len(images) == 0:
+        raise VisionloopError("the train split is empty; add data or raise split.fractions.train")
+    histogram = np.zeros((3, 256), dtype=np.int64)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk]
+        for channel in range(3):
+            histogram[channel] += np.bincount(block[..., channel].ravel(), minlength=256)
+    levels = np.arange(256) / 255.0
+    count = histogram.sum(axis=1)
+    mean = histogram @ levels / count
+    std = np.sqrt(np.maximum(histogram @ levels**2 / count - mean**2, 0.0))
+    std = np.where(std > 1e-6, std, 1.0)
+    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}

@@ -1,0 +1,272 @@
+"""`visionloop data ingest`: take drops in, each one whole or not at all.
+
+For each drop: pre-scan it (readers), lay its files out (layout), screen every file into a
+stage folder (staging, screening), decide duplicates, label conflicts and new classes
+against what is stored (decisions), plan the commit (plan), seal and commit it (commit).
+Every file ends up accepted, a duplicate, or quarantined with a reason. What the user reads
+about the outcome is written by summary.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from visionloop.artifacts import raw_store
+from visionloop.atomic import write_json_atomic
+from visionloop.config import Config
+from visionloop.data import versioning
+from visionloop.data.arrivals import pending_drops
+from visionloop.data.ingest import commit
+from visionloop.data.ingest.decisions import decide
+from visionloop.data.ingest.layout import DropEntry, FileOutcome, lay_out
+from visionloop.data.ingest.plan import (
+    QUARANTINE_REASONS,
+    CommitPlan,
+    build_plan,
+    content_hash,
+    write_stage_files,
+)
+from visionloop.data.ingest.readers import DropReader, DropRejected, drop_name
+from visionloop.data.ingest.reasons import DROP_REASONS
+from visionloop.data.ingest.staging import Stager
+from visionloop.errors import VisionloopError
+from visionloop.locking import AlreadyRunning, exclusive
+
+LOCK_FILE = "ingest.lock"
+
+
+class IngestBusy(AlreadyRunning):
+    """Another ingest holds the lock."""
+
+
+class DropStatus(StrEnum):
+    INGESTED = "ingested"
+    ALREADY_INGESTED = "already_ingested"
+    REJECTED = "rejected"  # the whole drop refused: unsafe, damaged or empty
+    HELD = "held"  # waits for a person: it brings classes not in the class map
+
+
+@dataclass
+class DropOutcome:
+    """What happened to one drop."""
+
+    name: str
+    path: str
+    status: DropStatus
+    drop_id: str = ""
+    files: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    new_classes: list[str] = field(default_factory=list)
+    reason: str = ""
+    detail: str = ""
+    quarantine_path: str = ""
+    report_path: str = ""
+    moved_to: str = ""
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.status in (DropStatus.REJECTED, DropStatus.HELD)
+
+
+@dataclass
+class IngestResult:
+    drops: list[DropOutcome]
+    recovered: list[str]  # drop ids whose interrupted commit this run finished
+    skipped: list[str]  # incoming entries still arriving (partial names, hidden)
+    images: int  # rows in the manifest afterwards
+    class_version: int
+    classes: list[str]
+    tracked: bool  # `dvc add` ran
+
+    def problems(self) -> list[DropOutcome]:
+        return [d for d in self.drops if d.needs_attention]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ingest_drops(
+    config: Config,
+    drops: Iterable[str | Path] | None = None,
+    *,
+    allow_new_classes: bool | None = None,
+    progress: bool = False,
+) -> IngestResult:
+    """Ingest the given drops (names in data.incoming_dir or paths), or every pending one."""
+    track = (lambda: versioning.track_raw(config)) if config.data.dvc.track else None
+    if track is not None:
+        versioning.find_repo_root(config)
+    work_dir = config.data.ingest.work_dir
+    with exclusive(work_dir / LOCK_FILE, "ingest", error=IngestBusy):
+        recovered = commit.recover(config)
+        paths, skipped = _resolve_drops(config, drops)
+        if allow_new_classes is None:
+            allow_new_classes = config.data.ingest.allow_new_classes
+        with _Ingestor(config, allow_new_classes=allow_new_classes, progress=progress) as ingestor:
+            outcomes = [ingestor.run_drop(path) for path in paths]
+        tracked = commit.track_if_pending(config, track)
+        class_version, classes = raw_store.read_classes(config.data.raw_dir)
+        images = raw_store.count_images(config.data.raw_dir)
+    return IngestResult(outcomes, recovered, skipped, images, class_version, classes, tracked)
+
+
+def _resolve_drops(config: Config, drops: Iterable[str | Path] | None) -> tuple[list[Path], list]:
+    if drops is None:
+        return pending_drops(config)
+    resolved = []
+    for drop in drops:
+        path = Path(drop)
+        if not path.exists():
+            path = config.data.incoming_dir / drop
+        if not path.exists():
+            raise VisionloopError(
+                f"no drop '{drop}': not a path and not in {config.data.incoming_dir}; "
+                f"run `visionloop data ingest` with no argument to take every pending drop"
+            )
+        resolved.append(path)
+    return resolved, []
+
+
+class _Ingestor:
+    """Runs drops one after another against the stored state, under the ingest lock."""
+
+    def __init__(self, config: Config, *, allow_new_classes: bool, progress: bool) -> None:
+        self.config = config
+        self.rules = config.data.ingest
+        self.allow_new_classes = allow_new_classes
+        self.progress = progress
+        workers = self.rules.workers or min(8, os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="screen")
+        # files decoded ahead: bounds memory on big drops
+        self.stager = Stager(self.rules, self.pool, window=workers * 4)
+
+    def __enter__(self) -> _Ingestor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def run_drop(self, path: Path) -> DropOutcome:
+        try:
+            reader = DropReader(path, self.rules.limits)
+            entries = lay_out(reader.files, self.rules.label_pattern)
+        except DropRejected as exc:
+            return self._reject(path, exc)
+        stage = commit.new_stage_dir(self.rules.work_dir)
+        try:
+            return self._stage_and_commit(path, reader, entries, stage)
+        except DropRejected as exc:  # damage found while reading an archive
+            shutil.rmtree(stage, ignore_errors=True)
+            return self._reject(path, exc)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+
+    def _stage_and_commit(
+        self, path: Path, reader: DropReader, entries: list[DropEntry], stage: Path
+    ) -> DropOutcome:
+        raw_dir = self.config.data.raw_dir
+        state = raw_store.load_state(raw_dir)
+        self.stager.screen_into(reader, entries, stage, state.labels, self.progress)
+        content_sha = content_hash(entries)
+        previous = state.drop_by_content(content_sha)
+        if previous is not None:
+            shutil.rmtree(stage)
+            return self._already_ingested(path, entries, previous)
+        decisions = decide(entries, state, raw_dir, stage)
+        accepted = {e.label for e in entries if e.outcome == FileOutcome.ACCEPTED}
+        new_classes = sorted(accepted - {*state.classes})
+        if new_classes and state.classes and not self.allow_new_classes:
+            shutil.rmtree(stage)
+            return DropOutcome(
+                drop_name(path),
+                str(path),
+                DropStatus.HELD,
+                content_sha[:16],
+                len(entries),
+                new_classes=new_classes,
+            )
+        plan = build_plan(self.config, path, reader.kind, entries, state, decisions, content_sha)
+        write_stage_files(stage, plan, entries)
+        commit.roll_forward(self.config, commit.seal(stage, plan))
+        return _ingested(path, plan)
+
+    def _in_incoming(self, path: Path) -> bool:
+        return path.parent.resolve() == self.config.data.incoming_dir.resolve()
+
+    def _already_ingested(
+        self, path: Path, entries: list[DropEntry], previous: dict[str, Any]
+    ) -> DropOutcome:
+        moved = None
+        if self._in_incoming(path):
+            moved = commit.move_aside(path, self.rules.done_dir / path.name, previous["drop_id"])
+        return DropOutcome(
+            drop_name(path),
+            str(path),
+            DropStatus.ALREADY_INGESTED,
+            previous["drop_id"],
+            len(entries),
+            detail=f"same content as drop '{previous['name']}' ingested {previous['ingested_at']}",
+            moved_to=str(moved or ""),
+        )
+
+    def _reject(self, path: Path, exc: DropRejected) -> DropOutcome:
+        name = drop_name(path)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = self.config.data.quarantine_dir / f"{name}-rejected-{stamp}"
+        in_incoming = self._in_incoming(path)
+        reasons = {
+            "drop": name,
+            "source": str(path),
+            "rejected_at": stamp,
+            "whole_drop": True,
+            "reason": str(exc.reason),
+            "description": DROP_REASONS[exc.reason],
+            "detail": exc.detail,
+            "moved": in_incoming,
+        }
+        target.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(target / QUARANTINE_REASONS, reasons)
+        moved = commit.move_aside(path, target / path.name, "drop") if in_incoming else None
+        return DropOutcome(
+            name,
+            str(path),
+            DropStatus.REJECTED,
+            reason=str(exc.reason),
+            detail=exc.detail,
+            quarantine_path=str(target),
+            moved_to=str(moved or ""),
+        )
+
+
+def _ingested(path: Path, plan: CommitPlan) -> DropOutcome:
+    counts = plan.ledger_entry
+    quarantined = counts["quarantined"]
+    return DropOutcome(
+        plan.name,
+        str(path),
+        DropStatus.INGESTED,
+        plan.drop_id,
+        counts["files"],
+        counts["accepted"],
+        counts["duplicates"],
+        quarantined,
+        counts["new_classes"],
+        quarantine_path=plan.quarantine_target if quarantined else "",
+        report_path=plan.report_target,
+        moved_to=plan.done_path or "",
+    )

@@ -1,0 +1,86 @@
+"""Judging one file of a drop: is it a whole image within the rules, and what is it?
+
+Pure: bytes and rules in, a verdict out. Thread-safe, so a drop's files are screened in a
+thread pool (Pillow releases the GIL while decoding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from visionloop.config import IngestConfig
+from visionloop.data.ingest.reasons import FileReason
+from visionloop.images import FormatNotAllowed, decode
+
+# Pillow format name -> extension of the stored file.
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif"}
+
+
+@dataclass(frozen=True)
+class Screened:
+    sha256: str
+    reason: FileReason | None  # None: a whole image within the rules
+    detail: str = ""
+    format: str = ""
+    mode: str = ""
+    width: int = 0  # after EXIF orientation
+    height: int = 0
+    frames: int = 0
+    orientation: int = 1
+    normalisation: str = ""  # ';'-joined visionloop.images.NORMALISATION_STEPS
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS.get(self.format, self.format.lower())
+
+
+def screen(data: bytes, rules: IngestConfig) -> Screened:
+    """Decode fully once, checking format and pixel cap before, and sides after."""
+    sha = hashlib.sha256(data).hexdigest()
+    if not data:
+        return Screened(sha, FileReason.ZERO_BYTES)
+    try:
+        decoded = decode(data, max_pixels=rules.max_pixels, formats=rules.formats)
+    except UnidentifiedImageError:
+        return Screened(sha, FileReason.NOT_AN_IMAGE, "Pillow cannot identify the content")
+    except FormatNotAllowed as exc:
+        return Screened(sha, FileReason.FORMAT_NOT_ALLOWED, str(exc))
+    except Image.DecompressionBombError as exc:
+        return Screened(sha, FileReason.DECOMPRESSION_BOMB, str(exc))
+    except OSError as exc:
+        return Screened(sha, _broken_reason(exc), str(exc))
+    except (ValueError, SyntaxError, EOFError) as exc:  # Pillow raises these for broken headers
+        return Screened(sha, FileReason.CORRUPT, f"{type(exc).__name__}: {exc}")
+    width, height = decoded.image.size
+    verdict = Screened(
+        sha,
+        None,
+        format=decoded.format,
+        mode=decoded.mode,
+        width=width,
+        height=height,
+        frames=decoded.frames,
+        orientation=decoded.orientation,
+        normalisation=";".join(decoded.steps),
+    )
+    return _check_sides(verdict, rules)
+
+
+def _broken_reason(exc: OSError) -> FileReason:
+    return FileReason.TRUNCATED if "truncated" in str(exc).lower() else FileReason.CORRUPT
+
+
+def _check_sides(verdict: Screened, rules: IngestConfig) -> Screened:
+    size = f"{verdict.width}x{verdict.height}"
+    if min(verdict.width, verdict.height) < rules.min_side:
+        return _reject(verdict, FileReason.TOO_SMALL, f"{size}: a side below {rules.min_side}")
+    if max(verdict.width, verdict.height) > rules.max_side:
+        return _reject(verdict, FileReason.TOO_LARGE, f"{size}: a side above {rules.max_side}")
+    return verdict
+
+
+def _reject(verdict: Screened, reason: FileReason, detail: str) -> Screened:
+    return Screened(verdict.sha256, reason, detail, format=verdict.format, mode=verdict.mode)
