@@ -22,6 +22,7 @@ from visionloop.atomic import write_json_atomic
 from visionloop.config import Config
 from visionloop.stack import http, postgres, processes, secrets, servers
 from visionloop.stack.layout import HOST, Layout, StackError
+from visionloop.stack.prefect_api import PrefectApi
 
 Echo = Callable[[str], None]
 ALWAYS_ON_TAG = "always-on"  # prefect.yaml tags a deployment that should always have a run
@@ -88,7 +89,9 @@ def _postgres_up(config: Config, layout: Layout, passwords: dict[str, str], echo
     postgres.ensure_databases(port, passwords)
 
 
-def _server_up(config, layout, name: str, argv: list[str], env: dict[str, str], echo: Echo):
+def _server_up(
+    config: Config, layout: Layout, name: str, argv: list[str], env: dict[str, str], echo: Echo
+) -> subprocess.Popen | None:
     """Start a server unless it runs and answers; the new process (None when it ran)."""
     current = processes.state(layout.pid_file(name))
     if current.note:
@@ -119,7 +122,7 @@ def _refuse_busy_port(name: str, port: int) -> None:
         )
 
 
-def _wait_healthy(config: Config, layout: Layout, name: str, process) -> None:
+def _wait_healthy(config: Config, layout: Layout, name: str, process: subprocess.Popen) -> None:
     url = _health_url(config, name)
     timeout = config.stack.startup_timeout_seconds
     if http.wait_until(lambda: http.healthy(url), timeout, lambda: process.poll() is None):
@@ -138,7 +141,9 @@ def _wait_healthy(config: Config, layout: Layout, name: str, process) -> None:
     )
 
 
-def _worker_up(config, layout, passwords, api: PrefectApi, echo: Echo) -> None:
+def _worker_up(
+    config: Config, layout: Layout, passwords: dict[str, str], api: PrefectApi, echo: Echo
+) -> None:
     current = processes.state(layout.pid_file("worker"))
     if current.note:
         echo(f"worker: {current.note}")
@@ -166,7 +171,9 @@ def _worker_up(config, layout, passwords, api: PrefectApi, echo: Echo) -> None:
     echo(f"worker: started, pool {config.stack.work_pool} (pid {process.pid})")
 
 
-def _deploy(config, layout, passwords, api: PrefectApi, echo: Echo) -> None:
+def _deploy(
+    config: Config, layout: Layout, passwords: dict[str, str], api: PrefectApi, echo: Echo
+) -> None:
     """`prefect deploy --all` when prefect.yaml changed since the last deploy, or is missing
     some of its deployments on the server."""
     prefect_yaml = config.root / "prefect.yaml"
@@ -248,7 +255,7 @@ def _passwords_if_any(layout: Layout) -> dict[str, str] | None:
         return None
 
 
-def _postgres_part(config: Config, layout: Layout, passwords) -> Part:
+def _postgres_part(config: Config, layout: Layout, passwords: dict[str, str] | None) -> Part:
     current = postgres.state(layout)
     where = f"{HOST}:{config.stack.postgres_port}"
     if not current.running:
@@ -276,7 +283,9 @@ def _server_part(config: Config, layout: Layout, name: str) -> Part:
     return Part(name, True, where, current.pid, detail)
 
 
-def _worker_part(config: Config, layout: Layout, passwords, prefect_up: bool) -> Part:
+def _worker_part(
+    config: Config, layout: Layout, passwords: dict[str, str] | None, prefect_up: bool
+) -> Part:
     current = processes.state(layout.pid_file("worker"))
     where = f"pool {config.stack.work_pool}"
     if not current.running:
@@ -325,74 +334,6 @@ def _where(config: Config, name: str) -> str:
 
 def _health_url(config: Config, name: str) -> str:
     return f"{_where(config, name)}/health"
-
-
-class PrefectApi:
-    """The few calls of Prefect's REST API the stack needs (it never imports Prefect)."""
-
-    def __init__(self, config: Config, passwords: dict[str, str]) -> None:
-        self.base = servers.prefect_api_url(config)
-        self.pool = config.stack.work_pool
-        self.worker = servers.worker_name(config)
-        self.headers = http.basic_auth(servers.prefect_auth_string(passwords))
-
-    def _call(self, path: str, payload=None, method: str | None = None):
-        return http.request(f"{self.base}{path}", payload, method=method, headers=self.headers)
-
-    def worker_online(self, since: datetime | None = None) -> bool:
-        """Our worker is online in the pool (and has sent a heartbeat since `since`)."""
-        try:
-            workers = self._call(f"/work_pools/{self.pool}/workers/filter", {})
-        except (OSError, StackError):
-            return False
-        for worker in workers or []:
-            beat = worker.get("last_heartbeat_time")
-            if worker["name"] != self.worker or worker.get("status") != "ONLINE" or not beat:
-                continue
-            if since is None or datetime.fromisoformat(beat) >= since:
-                return True
-        return False
-
-    def deployments(self, tags: list[str] | None = None, with_flow_names: bool = False):
-        query: dict = {"work_pools": {"name": {"any_": [self.pool]}}}
-        if tags:
-            query["deployments"] = {"tags": {"all_": tags}}
-        found = self._call("/deployments/filter", query)
-        if with_flow_names and found:
-            flow_ids = sorted({d["flow_id"] for d in found})
-            flows = self._call("/flows/filter", {"flows": {"id": {"any_": flow_ids}}})
-            names = {f["id"]: f["name"] for f in flows}
-            for deployment in found:
-                deployment["flow_name"] = names.get(deployment["flow_id"], "?")
-        return found
-
-    def deployment_names(self) -> set[str]:
-        return {d["name"] for d in self.deployments()}
-
-    def flow_runs(self, states: list[str], deployment_ids: list[str] | None = None):
-        query: dict = {"flow_runs": {"state": {"type": {"any_": states}}}}
-        if deployment_ids is not None:
-            query["flow_runs"]["deployment_id"] = {"any_": deployment_ids}
-        else:
-            query["work_pools"] = {"name": {"any_": [self.pool]}}
-        return self._call("/flow_runs/filter", query)
-
-    def create_flow_run(self, deployment_id: str) -> dict:
-        return self._call(f"/deployments/{deployment_id}/create_flow_run", {})
-
-    def crash_orphaned_runs(self) -> list[str]:
-        """Runs left Pending or Running by a worker that is gone: nobody will finish them, and
-        a retrain run among them would hold its deployment's concurrency slot for ever."""
-        try:
-            orphans = self.flow_runs(states=["PENDING", "RUNNING"])
-        except StackError as exc:
-            if getattr(exc, "status", None) == 404:  # the pool does not exist yet
-                return []
-            raise
-        for run in orphans:
-            state = {"type": "CRASHED", "message": "its worker stopped (found by stack up)"}
-            self._call(f"/flow_runs/{run['id']}/set_state", {"state": state})
-        return [run["name"] for run in orphans]
 
 
 def where_lines(config: Config) -> list[str]:
