@@ -95,16 +95,21 @@ def serve_deployments(deployments: list) -> None:
 
 def _restart_always_on(deployment_id) -> None:
     """Only this serving process runs these deployments, so a run still marked Running is
-    left over from one that was killed: mark it Crashed and start a new one."""
-    active = FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+    left over from one that was killed: mark it Crashed; then make sure one run is due."""
     with get_client(sync_client=True) as client:
-        leftovers = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=active)),
-        )
-        for run in leftovers:
+        for run in _runs(client, deployment_id, StateType.PENDING, StateType.RUNNING):
             client.set_flow_run_state(run.id, Crashed(message="its serving process stopped"))
-        client.create_flow_run_from_deployment(deployment_id)
+        if not _runs(client, deployment_id, StateType.SCHEDULED):
+            client.create_flow_run_from_deployment(deployment_id)
+
+
+def _runs(client, deployment_id, *states: StateType) -> list:
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))
+        ),
+    )
 
 
 def _flush_logs_and_events() -> None:

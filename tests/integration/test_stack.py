@@ -241,9 +241,16 @@ def test_up_starts_every_part_on_loopback_and_status_says_so(stack):
 
 
 def listening_only_on_loopback(port: int) -> bool:
-    lines = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout.splitlines()
-    local = [line.split()[3] for line in lines if line.split()[3].endswith(f":{port}")]
-    return bool(local) and all(address == f"{HOST}:{port}" for address in local)
+    """Every socket listening on `port` (IPv4 and IPv6, from the kernel's tables) is bound
+    to 127.0.0.1."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                addresses.add(address)
+    return addresses == {"0100007F"}  # 127.0.0.1, little-endian hex
 
 
 def test_a_second_up_changes_nothing(stack):
