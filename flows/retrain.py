@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.states import Cancelled, Completed, Failed
 
-from flows.library_logs import send_library_logs_to_prefect
+from flows.library_logs import library_logs_to_prefect
 from flows.notifications import PROMOTED_EVENT
 from tasks.actions import ingest_drops, push_data, register_and_promote
 from tasks.pipeline import reproduce_stage
@@ -34,7 +34,11 @@ DROP_COMPLETE_EVENT = "visionloop.drop.complete"
 # file's path; the subflow is only ever called with the config its caller already loaded.
 @flow(name="train-pipeline")
 def train_pipeline(config: Config) -> dict:
-    send_library_logs_to_prefect()
+    with library_logs_to_prefect():
+        return _run_pipeline(config)
+
+
+def _run_pipeline(config: Config) -> dict:
     stage = reproduce_stage.with_options(timeout_seconds=config.flows.stage_timeout_seconds)
     outcomes = [stage(config, name) for name in pipeline_order()]
     registration = register_and_promote(config)
@@ -52,10 +56,9 @@ def train_pipeline(config: Config) -> dict:
 
 @flow(name="retrain")
 def retrain(params: str = str(DEFAULT_PARAMS)):
-    send_library_logs_to_prefect()
     config = load_config(params)
     try:
-        with exclusive(config.flows.lock_file, "retraining"):
+        with library_logs_to_prefect(), exclusive(config.flows.lock_file, "retraining"):
             return _retrain_locked(config)
     except AlreadyRunning as exc:
         get_run_logger().info("skipped: %s", exc)
@@ -79,12 +82,12 @@ def watch_drops(params: str = str(DEFAULT_PARAMS), poll_seconds: float = 0) -> l
     """Announce each complete drop once. With poll_seconds > 0, look again every so often
     until the run is cancelled: the deployed watcher is one long-lived run, so the run list
     does not grow by a run per look."""
-    send_library_logs_to_prefect()
     config = load_config(params)
-    announced = _announce_new_drops(config)
-    while poll_seconds > 0:
-        time.sleep(poll_seconds)
-        announced += _announce_new_drops(config)
+    with library_logs_to_prefect():
+        announced = _announce_new_drops(config)
+        while poll_seconds > 0:
+            time.sleep(poll_seconds)
+            announced += _announce_new_drops(config)
     return announced
 
 

@@ -7,6 +7,7 @@ test then asserts what changed relative to the state it found, so the order does
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -101,6 +102,8 @@ def test_a_later_drop_registers_a_new_version_with_a_verdict(project):
     assert new["gate"] in ("passed", "failed") and new["summary"]
     assert champion(project) == (new["version"] if new["gate"] == "passed" else champion(project))
     assert "digits-002" in latest_artifact("intake")
+    # the flow lent the library's logger to Prefect only while it ran
+    assert logging.getLogger("visionloop").handlers == []
 
 
 def test_a_bad_drop_fails_the_run_with_its_reason_and_leaves_the_champion(project):
