@@ -25,6 +25,13 @@ class FlowsContext:
         self.config: Config = load_config(params_path)
         apply_offline_defaults(prefect_home=self.config.flows.prefect_home)
 
+    def check_server(self) -> None:
+        """A configured server that is down or refuses the auth string: one line, now."""
+        if api_url := os.environ.get("PREFECT_API_URL"):
+            from flows.server import check_api
+
+            check_api(api_url)
+
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -48,6 +55,7 @@ def run(app: FlowsContext) -> None:
     """Run `retrain` once now: ingest complete drops, train, gate, promote, push."""
     from flows.retrain import retrain
 
+    app.check_server()
     state = retrain(params=str(app.params_path.resolve()), return_state=True)
     click.echo(f"retrain: {state.name}: {state.message or ''}".rstrip(": "))
     if state.is_failed() or state.is_crashed():
@@ -60,6 +68,7 @@ def demo(app: FlowsContext) -> None:
     """The whole story on the demo digits: a first champion, then a later drop through the gate."""
     from flows.demo import tell_story
 
+    app.check_server()
     if not tell_story(app.config, app.params_path, click.echo):
         raise SystemExit(1)
 
@@ -75,7 +84,9 @@ def serve(app: FlowsContext) -> None:
     from flows.server import local_prefect_server
 
     config = app.config
-    # SIGTERM (a service manager stopping us) unwinds like Ctrl-C, so the server child stops.
+    app.check_server()
+    # SIGTERM (a service manager stopping us) unwinds like Ctrl-C, so the server child stops;
+    # once serving, Prefect's runner takes SIGTERM over and shuts down the same way.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.ExitStack() as stack:
         if not os.environ.get("PREFECT_API_URL"):
@@ -83,17 +94,14 @@ def serve(app: FlowsContext) -> None:
             api_url = stack.enter_context(local_prefect_server(config.flows.server_port, log_file))
             os.environ["PREFECT_API_URL"] = api_url
             click.echo(f"started a local prefect server: {api_url} (log: {log_file})")
-        from prefect import serve as prefect_serve
-
-        from flows.deployments import build_deployments
+        from flows.deployments import build_deployments, serve_deployments
         from flows.notifications import ensure_notifications
 
         for automation in ensure_notifications(config):
             click.echo(
                 f"notifications: automation {automation.name!r} -> {config.flows.notify_block}"
             )
-        with contextlib.suppress(KeyboardInterrupt):
-            prefect_serve(*build_deployments(config, app.params_path))
+        serve_deployments(build_deployments(config, app.params_path))
 
 
 if __name__ == "__main__":

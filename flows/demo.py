@@ -7,6 +7,7 @@ to look (MLflow UI, Prefect UI, DVC metrics).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from visionloop.artifacts.verdict import VERDICT_MD
 from visionloop.config import Config
 from visionloop.data.demo import write_demo_drops
 from visionloop.promotion.registry import list_versions
-from visionloop.tracking import tracking_uri
+from visionloop.tracking import is_server, tracking_uri
 
 STORY = ("digits-001", "digits-002")
 
@@ -71,11 +72,18 @@ def _print_versions(config: Config, echo: Callable[[str], None]) -> None:
 
 def _print_where_to_look(config: Config, echo: Callable[[str], None]) -> None:
     root = config.root
+    uri = tracking_uri(config)
+    mlflow = uri if is_server(uri) else f"mlflow ui --backend-store-uri {uri}"
+    api = os.environ.get("PREFECT_API_URL")  # a running server (`visionloop stack`)
+    prefect = (
+        api.removesuffix("/api")
+        if api
+        else f"PREFECT_HOME={config.flows.prefect_home} prefect server start"
+    )
     echo(
         "\nWhere to look:\n"
-        f"  runs, metrics, registry: mlflow ui --backend-store-uri {tracking_uri(config)}\n"
-        f"  flow runs, artifacts:    PREFECT_HOME={config.flows.prefect_home} "
-        "prefect server start\n"
+        f"  runs, metrics, registry: {mlflow}\n"
+        f"  flow runs, artifacts:    {prefect}\n"
         f"  metrics per stage:       cd {root} && dvc metrics show && dvc plots show\n"
         f"  the last verdict:        cat {config.gate.dir / VERDICT_MD}"
     )

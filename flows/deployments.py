@@ -1,8 +1,11 @@
-"""The deployments `visionloop flows serve` runs, built from params.
+"""The deployments `python -m flows serve` runs, built from params (prefect.yaml holds the
+same three for a work pool):
 
 - `retrain/nightly`: the cron schedule from `flows.retrain_cron`;
 - `retrain/on-drop`: started by the `visionloop.drop.complete` event;
-- `watch-drops/watcher`: looks at the incoming folder every `flows.watch_interval_seconds`.
+- `watch-drops/watcher`: one long-lived run (tagged always-on) that looks at the incoming
+  folder every `flows.watch_interval_seconds`; serving, or `visionloop stack up` for a
+  worker, starts it when no run of it is active.
 
 Both retrain deployments allow one run at a time and queue the rest (the library's lock
 also skips a second run started any other way).
@@ -10,14 +13,31 @@ also skips a second run started any other way).
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import (
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    StateType,
+)
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.exceptions import TerminationSignal
 from prefect.schedules import Cron
+from prefect.states import Crashed
 
 from flows.retrain import DROP_COMPLETE_EVENT, retrain, watch_drops
 from visionloop.config import Config
+from visionloop.stack.control import ALWAYS_ON_TAG as ALWAYS_ON
 
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
@@ -40,8 +60,63 @@ def build_deployments(config: Config, params_path: Path) -> list:
     )
     watcher = watch_drops.to_deployment(
         name="watcher",
-        interval=config.flows.watch_interval_seconds,
-        parameters=parameters,
-        description="Announce each complete drop once with a visionloop.drop.complete event.",
+        parameters={**parameters, "poll_seconds": config.flows.watch_interval_seconds},
+        tags=[ALWAYS_ON],
+        description="One long-lived run: announce each complete drop once with a "
+        f"{DROP_COMPLETE_EVENT} event.",
     )
     return [nightly, on_drop, watcher]
+
+
+def serve_deployments(deployments: list) -> None:
+    """Prefect's `serve`, plus a fresh run of each always-on deployment; returns on Ctrl-C
+    or SIGTERM once the runner has cancelled its runs and paused the schedules."""
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True)
+    ids = {deployment.name: runner.add_deployment(deployment) for deployment in deployments}
+    for deployment in deployments:
+        if ALWAYS_ON in (deployment.tags or []):
+            _restart_always_on(ids[deployment.name])
+    print(f"serving {', '.join(sorted(ids))} until Ctrl-C", flush=True)
+    # A Ctrl-C in the terminal goes to the whole process group; flow runs started from here
+    # would each die of it with a traceback. Blocked in this thread, SIGINT is blocked in
+    # the flow-run processes it starts too, while Python still handles it here (a thread
+    # that does not block it takes delivery): the runner then cancels its runs itself.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _flush_logs_and_events()
+
+
+def _restart_always_on(deployment_id) -> None:
+    """Only this serving process runs these deployments, so a run still marked Running is
+    left over from one that was killed: mark it Crashed; then make sure one run is due."""
+    with get_client(sync_client=True) as client:
+        for run in _runs(client, deployment_id, StateType.PENDING, StateType.RUNNING):
+            client.set_flow_run_state(run.id, Crashed(message="its serving process stopped"))
+        if not _runs(client, deployment_id, StateType.SCHEDULED):
+            client.create_flow_run_from_deployment(deployment_id)
+
+
+def _runs(client, deployment_id, *states: StateType) -> list:
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))
+        ),
+    )
+
+
+def _flush_logs_and_events() -> None:
+    """Send what Prefect still holds while its server is up: left for the interpreter's exit,
+    it would be retried against a server that `serve` has already stopped."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=5)

@@ -3,16 +3,20 @@
 - `train_pipeline`: validate -> split -> prepare -> train -> evaluate -> gate, each stage
   run as DVC would run it (so `dvc status` is clean afterwards), then register/promote.
 - `retrain`: take the complete drops in -> train_pipeline -> `dvc push`; one at a time.
-- `watch_drops`: announce each complete drop once, as a Prefect event that starts `retrain`.
+- `watch_drops`: announce each complete drop once, as a Prefect event that starts `retrain`;
+  deployed, it is one long-lived run that keeps looking (not a flow run per look).
 """
 
 from __future__ import annotations
+
+import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.states import Cancelled, Completed, Failed
 
+from flows.library_logs import library_logs_to_prefect
 from flows.notifications import PROMOTED_EVENT
 from tasks.actions import ingest_drops, push_data, register_and_promote
 from tasks.pipeline import reproduce_stage
@@ -30,6 +34,11 @@ DROP_COMPLETE_EVENT = "visionloop.drop.complete"
 # file's path; the subflow is only ever called with the config its caller already loaded.
 @flow(name="train-pipeline")
 def train_pipeline(config: Config) -> dict:
+    with library_logs_to_prefect():
+        return _run_pipeline(config)
+
+
+def _run_pipeline(config: Config) -> dict:
     stage = reproduce_stage.with_options(timeout_seconds=config.flows.stage_timeout_seconds)
     outcomes = [stage(config, name) for name in pipeline_order()]
     registration = register_and_promote(config)
@@ -49,7 +58,7 @@ def train_pipeline(config: Config) -> dict:
 def retrain(params: str = str(DEFAULT_PARAMS)):
     config = load_config(params)
     try:
-        with exclusive(config.flows.lock_file, "retraining"):
+        with library_logs_to_prefect(), exclusive(config.flows.lock_file, "retraining"):
             return _retrain_locked(config)
     except AlreadyRunning as exc:
         get_run_logger().info("skipped: %s", exc)
@@ -69,8 +78,20 @@ def _retrain_locked(config: Config):
 
 
 @flow(name="watch-drops")
-def watch_drops(params: str = str(DEFAULT_PARAMS)) -> list[str]:
+def watch_drops(params: str = str(DEFAULT_PARAMS), poll_seconds: float = 0) -> list[str]:
+    """Announce each complete drop once. With poll_seconds > 0, look again every so often
+    until the run is cancelled: the deployed watcher is one long-lived run, so the run list
+    does not grow by a run per look."""
     config = load_config(params)
+    with library_logs_to_prefect():
+        announced = _announce_new_drops(config)
+        while poll_seconds > 0:
+            time.sleep(poll_seconds)
+            announced += _announce_new_drops(config)
+    return announced
+
+
+def _announce_new_drops(config: Config) -> list[str]:
     state_file = config.flows.lock_file.with_name("announced.json")
     new = arrivals.unannounced(arrivals.complete_drops(config), state_file)
     for drop in new:
@@ -79,5 +100,6 @@ def watch_drops(params: str = str(DEFAULT_PARAMS)) -> list[str]:
             resource={"prefect.resource.id": f"visionloop.drop.{drop.name}"},
             payload={"path": str(drop)},
         )
+        get_run_logger().info("drop %s is complete: announced %s", drop.name, DROP_COMPLETE_EVENT)
     arrivals.mark_announced(new, state_file)
     return [d.name for d in new]

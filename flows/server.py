@@ -1,12 +1,16 @@
-"""A local `prefect server` for `visionloop flows serve` when no server is configured.
+"""The Prefect server the flows talk to: a check of the configured one, or a local one.
 
-Prefect's temporary per-run server cannot hold schedules or triggers, so serving needs a
-real one. Started as a child process on the loopback interface with the project's
-PREFECT_HOME (SQLite), health-checked before use, and stopped when serving ends.
+- `check_api`: with PREFECT_API_URL set (`visionloop stack`, a shared server), one line when
+  it does not answer or refuses PREFECT_API_AUTH_STRING, before any flow starts.
+- `local_prefect_server`: `python -m flows serve` with no server configured. Prefect's
+  temporary per-run server cannot hold schedules or triggers, so serving needs a real one:
+  started as a child process on the loopback interface with the project's PREFECT_HOME
+  (SQLite), health-checked before use, and stopped when serving ends.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -20,6 +24,32 @@ from pathlib import Path
 from visionloop.errors import VisionloopError
 
 STARTUP_TIMEOUT_SECONDS = 120
+CHECK_TIMEOUT_SECONDS = 5
+STACK_HINT = 'for `visionloop stack`: eval "$(visionloop stack env)"'
+
+
+def check_api(api_url: str) -> None:
+    """An authenticated request the server must answer, or one line saying what is wrong."""
+    headers = {}
+    if auth := os.environ.get("PREFECT_API_AUTH_STRING"):
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/admin/version", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT_SECONDS):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise VisionloopError(
+                f"the Prefect API {api_url} refused the request (HTTP {exc.code}): set "
+                f"PREFECT_API_AUTH_STRING to its user:password ({STACK_HINT})"
+            ) from None
+        raise VisionloopError(f"the Prefect API {api_url} answered HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise VisionloopError(
+            f"the Prefect API {api_url} does not answer ({reason}): start it (`visionloop "
+            "stack up`), or unset PREFECT_API_URL to run on a temporary local server"
+        ) from None
 
 
 @contextmanager
@@ -48,6 +78,9 @@ def local_prefect_server(port: int, log_file: Path) -> Iterator[str]:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PREFECT_API_URL": api_url},
+            # Its own session: a Ctrl-C in the terminal reaches only `serve`, which then
+            # pauses its deployments on this server before stopping it.
+            start_new_session=True,
         )
         try:
             _wait_until_healthy(server, api_url, log_file)

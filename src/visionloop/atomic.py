@@ -21,9 +21,10 @@ TEMP_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
-def open_atomic(path: Path) -> Iterator[BinaryIO]:
+def open_atomic(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A binary handle on a temporary sibling of `path`; when the block ends well the file
-    is fsynced and renamed over `path`, else removed (`path` is left as it was)."""
+    is fsynced and renamed over `path`, else removed (`path` is left as it was). `mode`
+    0o600 keeps a secret private from the first byte (the sibling is created 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
@@ -31,7 +32,7 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(staging, 0o644)  # mkstemp makes it private; the result is an ordinary file
+        os.chmod(staging, mode)  # mkstemp makes it private; by default an ordinary file
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
@@ -39,20 +40,20 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
     fsync_folder(path.parent)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    with open_atomic(path) as handle:
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    with open_atomic(path, mode) as handle:
         handle.write(data)
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), mode)
 
 
-def write_json_atomic(path: Path, payload: Any) -> Path:
+def write_json_atomic(path: Path, payload: Any, mode: int = 0o644) -> Path:
     """The one JSON format of the project's files: indented, keys sorted, UTF-8 as is."""
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False)
-    return write_text_atomic(path, text + "\n")
+    return write_text_atomic(path, text + "\n", mode)
 
 
 def remove_stale_temp_files(folder: Path, names: Iterable[str]) -> None:

@@ -222,6 +222,57 @@ def rollback_command(app: AppContext, reason: str) -> None:
     echo_json(rollback(app.config, reason))
 
 
+@cli.group()
+def stack() -> None:
+    """The production stack on this machine: PostgreSQL, MLflow, Prefect and a worker, all on
+    127.0.0.1 with generated passwords (docs/production.md)."""
+
+
+@stack.command("up")
+@click.pass_obj
+def stack_up(app: AppContext) -> None:
+    """Start whatever part of the stack is not running (a second `up` changes nothing)."""
+    from visionloop.stack import control
+
+    control.up(app.config, click.echo)
+    click.echo("\n".join(["", *control.status_lines(control.status(app.config)), ""]))
+    click.echo("\n".join(control.where_lines(app.config)))
+
+
+@stack.command("down")
+@click.pass_obj
+def stack_down(app: AppContext) -> None:
+    """Stop the worker, the servers and PostgreSQL (the data stays)."""
+    from visionloop.stack import control
+
+    control.down(app.config, click.echo)
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the parts as JSON.")
+@click.pass_obj
+def stack_status(app: AppContext, as_json: bool) -> None:
+    """What runs where; exit status 3 when a part is down."""
+    from visionloop.stack import control
+
+    parts = control.status(app.config)
+    if as_json:
+        echo_json(control.status_json(parts))
+    else:
+        click.echo("\n".join(control.status_lines(parts)))
+    if not all(part.up for part in parts):
+        raise SystemExit(3)
+
+
+@stack.command("env")
+@click.pass_obj
+def stack_env(app: AppContext) -> None:
+    """Export lines that point a shell at the stack: eval "$(visionloop stack env)"."""
+    from visionloop.stack import control
+
+    click.echo("\n".join(control.env_lines(app.config)))
+
+
 def main() -> None:
     apply_offline_defaults()
     cli.main(prog_name="visionloop")

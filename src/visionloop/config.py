@@ -285,6 +285,25 @@ class FlowsConfig(Section):
     notify_block: str = ""  # a Prefect notification block ("slack-webhook/ops"); "" = none
 
 
+class StackConfig(Section):
+    """`visionloop stack up`: PostgreSQL, MLflow and Prefect servers and a worker, on loopback."""
+
+    dir: ProjectPath = Path(".visionloop/stack")  # data, secrets (mode 0600), logs, PID files
+    postgres_port: int = Field(5433, ge=1024, le=65535)  # 5433: a system PostgreSQL keeps 5432
+    mlflow_port: int = Field(5000, ge=1024, le=65535)
+    prefect_port: int = Field(4210, ge=1024, le=65535)  # not 4200: `flows serve` can run beside
+    # MLflow's artifact store, served through the tracking server: a folder (default
+    # <dir>/artifacts) or an object-store URL (s3://bucket/prefix, gs://..., credentials from
+    # the usual AWS_*/GOOGLE_* environment of `stack up`).
+    artifacts: str | None = None
+    mlflow_workers: int = Field(2, ge=1, le=64)  # uvicorn processes; ~250 MB each
+    work_pool: str = "visionloop"  # the process work pool; prefect.yaml names the same one
+    worker_poll_seconds: float = Field(5, gt=0)  # how often the worker asks for runs to start
+    # A retrain queued behind the running one (one at a time) asks for the slot this often.
+    queue_retry_seconds: float = Field(10, gt=0)
+    startup_timeout_seconds: float = Field(180, gt=0)  # per server; migrations on a fresh DB
+
+
 class Config(Section):
     root: Path = Field(Path("."), exclude=True)
     data: DataConfig = DataConfig()
@@ -295,6 +314,7 @@ class Config(Section):
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     flows: FlowsConfig = FlowsConfig()
+    stack: StackConfig = StackConfig()
 
 
 def load_config(

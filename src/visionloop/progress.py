@@ -3,10 +3,15 @@ concise lines (or silence) in CI and logs. Bars go to stderr: stdout carries sum
 
 - `track(items, total, description)`: a loop over many items (hashing, decoding, ingest);
 - `Progress`: a long run of epochs and steps that also prints one line per epoch.
+
+When the application listens to the library's log (a handler on the `visionloop` logger,
+as the Prefect flows attach), the per-epoch lines go there instead of to stderr, so they
+reach the flow-run log once.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -14,6 +19,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 MIN_ITEMS_FOR_A_BAR = 100  # shorter loops finish before a bar is worth drawing
+log = logging.getLogger(__name__)
 
 
 def resolve_mode(mode: str) -> str:
@@ -100,7 +106,13 @@ class Progress(AbstractContextManager):
     def message(self, text: str) -> None:
         if self.mode == "off":
             return
-        if self._bar is not None:
+        if _log_is_listening():
+            log.info(text)
+        elif self._bar is not None:
             self._bar.console.print(text)
         else:
             print(text, file=sys.stderr, flush=True)
+
+
+def _log_is_listening() -> bool:
+    return bool(logging.getLogger("visionloop").handlers)

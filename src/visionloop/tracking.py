@@ -3,7 +3,9 @@ one reader of the git state recorded with runs and registered versions.
 
 `MLFLOW_TRACKING_URI`, when set, wins over params (a real `mlflow server`); otherwise a
 relative `sqlite:///` path in params is taken relative to the params file's folder, so the
-store does not depend on the folder a command is started from.
+store does not depend on the folder a command is started from. A tracking server is asked
+for its health before each use, so a server that is down or refuses the credentials ends
+the command with one line instead of minutes of retries.
 """
 
 from __future__ import annotations
@@ -11,13 +13,25 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from visionloop.config import Config
+from visionloop.errors import VisionloopError
 
 log = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
+HEALTH_TIMEOUT_SECONDS = 5  # a tracking server on a LAN answers /health in milliseconds
+CREDENTIALS_HINT = (
+    "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+    '(for `visionloop stack`: eval "$(visionloop stack env)")'
+)
+
+
+class TrackingServerError(VisionloopError):
+    """The MLflow tracking server does not answer, or refuses the credentials."""
 
 
 def tracking_uri(config: Config) -> str:
@@ -30,19 +44,52 @@ def tracking_uri(config: Config) -> str:
 def configure_tracking(config: Config) -> str:
     """Point MLflow at the configured store and make sure the experiment exists; its id."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(config)
     if uri.startswith(SQLITE_PREFIX):
         Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
+    if is_server(uri):
+        check_server(uri)
     _set_uris_without_exporting(mlflow, uri)
-    experiment = mlflow.get_experiment_by_name(config.registry.experiment)
+    try:
+        experiment = mlflow.get_experiment_by_name(config.registry.experiment)
+    except MlflowException as exc:
+        if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise TrackingServerError(
+                f"the MLflow tracking server {uri} refused the request ({exc.error_code}): "
+                + CREDENTIALS_HINT
+            ) from None
+        raise
     if experiment is not None:
         return experiment.experiment_id
+    if is_server(uri):  # the server keeps the artifacts (its --artifacts-destination)
+        return mlflow.create_experiment(config.registry.experiment)
     # Without an explicit artifact location, a SQLite store writes artifacts to ./mlruns of
     # whatever folder the process happens to be in.
     artifact_root = config.registry.artifact_dir / config.registry.experiment
     return mlflow.create_experiment(
         config.registry.experiment, artifact_location=artifact_root.as_uri()
+    )
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def check_server(uri: str) -> None:
+    """One line when the tracking server does not answer its (unauthenticated) /health."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_SECONDS):
+            return
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code} from /health"
+    except (OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise TrackingServerError(
+        f"the MLflow tracking server {uri} does not answer ({reason}): start it (for the "
+        "stack: `visionloop stack status`, `visionloop stack up`), or unset "
+        "MLFLOW_TRACKING_URI to track in the project's own store"
     )
 
 

@@ -7,6 +7,7 @@ test then asserts what changed relative to the state it found, so the order does
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -101,6 +102,8 @@ def test_a_later_drop_registers_a_new_version_with_a_verdict(project):
     assert new["gate"] in ("passed", "failed") and new["summary"]
     assert champion(project) == (new["version"] if new["gate"] == "passed" else champion(project))
     assert "digits-002" in latest_artifact("intake")
+    # the flow lent the library's logger to Prefect only while it ran
+    assert logging.getLogger("visionloop").handlers == []
 
 
 def test_a_bad_drop_fails_the_run_with_its_reason_and_leaves_the_champion(project):
@@ -153,8 +156,9 @@ def test_deployments_carry_the_schedule_trigger_and_one_at_a_time(project):
     for deployment in (nightly, on_drop):
         assert deployment.concurrency_options.collision_strategy.value == "ENQUEUE"
     assert [a.trigger.expect for a in triggers] == [{"visionloop.drop.complete"}]
-    interval = watcher.schedules[0].schedule.interval
-    assert interval.total_seconds() == config.flows.watch_interval_seconds
+    # the watcher is one long-lived run that polls, not a scheduled run per look
+    assert watcher.schedules == [] and watcher.tags == ["always-on"]
+    assert watcher.parameters["poll_seconds"] == config.flows.watch_interval_seconds
 
 
 def test_the_watcher_announces_each_complete_drop_once(tmp_path, harness):
@@ -175,14 +179,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_starts_a_local_server_serves_the_deployments_and_stops_it(tmp_path):
+@pytest.mark.parametrize(
+    "stop",
+    [
+        pytest.param("ctrl-c", id="ctrl-c"),  # SIGINT to the terminal's whole process group
+        pytest.param("sigterm", id="sigterm", marks=pytest.mark.slow),  # a service manager
+    ],
+)
+def test_serve_runs_one_watcher_and_one_signal_stops_it_quickly_and_quietly(tmp_path, stop):
     repo = make_repo(tmp_path, seeds=None)
     port = free_port()
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
-    params["flows"]["server_port"] = port
+    params["flows"].update(server_port=port, watch_interval_seconds=1)
     (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in repo.env.items() if not k.startswith("PREFECT_API")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
+    env["PREFECT_HOME"] = str(repo.path / ".prefect")  # its own server database, per test
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows", "serve"],
         cwd=repo.path,
@@ -190,40 +202,70 @@ def test_serve_starts_a_local_server_serves_the_deployments_and_stops_it(tmp_pat
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal gives a command
     )
+    api = f"http://127.0.0.1:{port}/api"
     try:
-        names = wait_for_deployments(f"http://127.0.0.1:{port}/api", count=3, timeout=180)
-        assert names == ["nightly", "on-drop", "watcher"]
+        names = wait_for(api, "/deployments/filter", lambda found: len(found) >= 3, 180)
+        assert sorted(d["name"] for d in names) == ["nightly", "on-drop", "watcher"]
+        running = wait_for(api, "/flow_runs/filter", has_running_run, 120, WATCHER_RUNS)
+        time.sleep(3)  # the watcher has looked a few times by now: still one run
+        assert [r["state_type"] for r in post(api, "/flow_runs/filter", WATCHER_RUNS)] == [
+            "RUNNING"
+        ]
+        assert running[0]["id"] == post(api, "/flow_runs/filter", WATCHER_RUNS)[0]["id"]
     finally:
-        serve.send_signal(signal.SIGTERM)
-        output = serve.communicate(timeout=60)[0]
-    assert serve.returncode in (0, 130), output
-    assert f"started a local prefect server: http://127.0.0.1:{port}/api" in output
+        stopped_at = time.monotonic()
+        if stop == "ctrl-c":
+            os.killpg(serve.pid, signal.SIGINT)
+        else:
+            serve.send_signal(signal.SIGTERM)
+        try:
+            output = serve.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            output = serve.communicate()[0]
+            raise AssertionError(f"serve still running 10 s after {stop}:\n{output}") from None
+    assert time.monotonic() - stopped_at < 10
+    assert serve.returncode == 0, output
+    assert "Traceback" not in output, output
+    assert f"started a local prefect server: {api}" in output
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def wait_for_deployments(api_url: str, count: int, timeout: float) -> list[str]:
+WATCHER_RUNS = {"flows": {"name": {"any_": ["watch-drops"]}}}
+
+
+def has_running_run(runs: list[dict]) -> bool:
+    return any(run["state_type"] == "RUNNING" for run in runs)
+
+
+def post(api_url: str, path: str, query: dict | None = None) -> list[dict]:
     import json
 
+    request = urllib.request.Request(
+        f"{api_url}{path}",
+        data=json.dumps(query or {}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def wait_for(api_url: str, path: str, done, timeout: float, query=None) -> list[dict]:
     deadline = time.monotonic() + timeout
-    names: list[str] = []
+    found: list[dict] = []
     while time.monotonic() < deadline:
         try:
-            request = urllib.request.Request(
-                f"{api_url}/deployments/filter",
-                data=b"{}",
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=5) as response:
-                names = sorted(d["name"] for d in json.loads(response.read()))
-            if len(names) >= count:
-                return names
+            found = post(api_url, path, query)
+            if done(found):
+                return found
         except OSError:
             pass
         time.sleep(1)
-    raise AssertionError(f"deployments seen before the timeout: {names}")
+    raise AssertionError(f"{path} before the timeout: {found}")
 
 
 def test_notifications_become_automations_on_the_configured_block(tmp_path, harness):

@@ -13,12 +13,17 @@ def deployment(name: str) -> dict:
 
 
 def test_the_same_three_deployments_with_the_schedule_from_params():
-    flows = load_config(REPO_PARAMS).flows
+    config = load_config(REPO_PARAMS)
+    flows = config.flows
     assert [d["name"] for d in PREFECT_YAML["deployments"]] == ["nightly", "on-drop", "watcher"]
     assert deployment("nightly")["schedules"] == [
         {"cron": flows.retrain_cron, "timezone": flows.timezone}
     ]
-    assert deployment("watcher")["schedules"] == [{"interval": flows.watch_interval_seconds}]
+    # the watcher is one long-lived run that polls, started by `stack up`: no schedule
+    watcher = deployment("watcher")
+    assert "schedules" not in watcher and watcher["tags"] == ["always-on"]
+    assert watcher["parameters"]["poll_seconds"] == flows.watch_interval_seconds
+    assert {d["work_pool"]["name"] for d in PREFECT_YAML["deployments"]} == {config.stack.work_pool}
 
 
 def test_entrypoints_exist_and_retraining_runs_one_at_a_time():

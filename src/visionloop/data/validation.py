@@ -93,6 +93,14 @@ def run(config: Config) -> dict[str, Any]:
     )
     for check in warnings:
         log.warning("validation warning: %s", check.describe())
+    log.info(
+        "validation: %d expectations on %d images, %d blocking failures, %d warnings; report %s",
+        len(checks),
+        summary["images"],
+        len(failed),
+        len(warnings),
+        summary["report"],
+    )
     if failed:
         raise ValidationFailed(
             "validation failed (blocking): "

@@ -20,6 +20,7 @@ the registry, which DVC cannot see: dvc.yaml marks it always_changed.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,8 @@ from visionloop.promotion.evaluate import (
     load_test_split,
     per_class_metrics,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,12 @@ def run(config: Config) -> dict[str, Any]:
     }
     verdict["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_verdict(config.gate.dir, verdict)
+    log.info(
+        "gate: %s (%s): %s",
+        "passed" if verdict["passed"] else "failed",
+        verdict["mode"],
+        verdict["summary"],
+    )
     result = {"passed": verdict["passed"], "mode": verdict["mode"], "summary": verdict["summary"]}
     if config.registry.act_in_pipeline:
         result["registry"] = registry.register_and_promote(config)

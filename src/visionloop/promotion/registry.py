@@ -22,6 +22,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,8 @@ from visionloop.atomic import write_text_atomic
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
 from visionloop.tracking import configure_tracking, git_state, git_tags, start_run
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -376,7 +379,9 @@ def register_and_promote(config: Config) -> dict[str, Any]:
     digest = bundle_digest(bundle_dir)
     abandoned = reconcile_pending(client, config, digest)
     version = _register(client, config, bundle_dir, digest)
-    return {**promote_if_passed(client, config, version), "abandoned": abandoned}
+    outcome = {**promote_if_passed(client, config, version), "abandoned": abandoned}
+    log.info("registry: %s v%s of %s", outcome.get("action"), version, config.registry.model_name)
+    return outcome
 
 
 def promote(config: Config, version: str, reason: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ about the outcome is written by summary.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterable
@@ -41,6 +42,7 @@ from visionloop.errors import VisionloopError
 from visionloop.locking import AlreadyRunning, exclusive
 
 LOCK_FILE = "ingest.lock"
+log = logging.getLogger(__name__)
 
 
 class IngestBusy(AlreadyRunning):
@@ -118,10 +120,26 @@ def ingest_drops(
             allow_new_classes = config.data.ingest.allow_new_classes
         with _Ingestor(config, allow_new_classes=allow_new_classes, progress=progress) as ingestor:
             outcomes = [ingestor.run_drop(path) for path in paths]
+        for outcome in outcomes:
+            _log_outcome(outcome)
         tracked = commit.track_if_pending(config, track)
         class_version, classes = raw_store.read_classes(config.data.raw_dir)
         images = raw_store.count_images(config.data.raw_dir)
     return IngestResult(outcomes, recovered, skipped, images, class_version, classes, tracked)
+
+
+def _log_outcome(drop: DropOutcome) -> None:
+    """One line per drop for whoever listens (the Prefect flow-run log); the CLI prints its own."""
+    counts = (
+        f"files in {drop.files} = accepted {drop.accepted} + duplicates {drop.duplicates} "
+        f"+ quarantined {drop.quarantined_total}"
+    )
+    if drop.needs_attention:
+        log.warning(
+            "drop %s %s (%s: %s); %s", drop.name, drop.status, drop.reason, drop.detail, counts
+        )
+    else:
+        log.info("drop %s %s as %s: %s", drop.name, drop.status, drop.drop_id, counts)
 
 
 def _resolve_drops(config: Config, drops: Iterable[str | Path] | None) -> tuple[list[Path], list]:
