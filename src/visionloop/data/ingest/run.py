@@ -129,15 +129,22 @@ def ingest_drops(
 
 
 def _log_outcome(drop: DropOutcome) -> None:
-    """One line per drop for whoever listens (the Prefect flow-run log); the CLI prints its own."""
+    """One line per drop for whoever listens (the Prefect flow-run log).
+
+    Info, not warning, even for a held or rejected drop: the CLI prints its own
+    line for it, and an unhandled warning would reach the terminal a second time.
+    """
     counts = (
         f"files in {drop.files} = accepted {drop.accepted} + duplicates {drop.duplicates} "
         f"+ quarantined {drop.quarantined_total}"
     )
     if drop.needs_attention:
-        log.warning(
-            "drop %s %s (%s: %s); %s", drop.name, drop.status, drop.reason, drop.detail, counts
-        )
+        why = drop.reason or ""
+        if drop.new_classes:
+            why = f"new classes {drop.new_classes}"
+        if drop.detail:
+            why = f"{why}: {drop.detail}" if why else drop.detail
+        log.info("drop %s %s (%s); %s", drop.name, drop.status, why or "no reason given", counts)
     else:
         log.info("drop %s %s as %s: %s", drop.name, drop.status, drop.drop_id, counts)
 
