@@ -112,6 +112,7 @@ def ingest_drops(
         versioning.find_repo_root(config)
     work_dir = config.data.ingest.work_dir
     with exclusive(work_dir / LOCK_FILE, "ingest", error=IngestBusy):
+        commit.require_store_ready(config)
         recovered = commit.recover(config)
         paths, skipped = _resolve_drops(config, drops)
         if allow_new_classes is None:
