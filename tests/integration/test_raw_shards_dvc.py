@@ -7,6 +7,7 @@ import hashlib
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.project import Repo, make_repo
@@ -44,6 +45,7 @@ def latest_drop(repo: Repo) -> str:
     return ledger["drops"][-1]["drop_id"]
 
 
+@pytest.mark.slow  # three ingests, three pushes and pulls through real DVC: about 25 s
 def test_each_drop_is_one_shard_and_push_pull_move_only_the_new_drop(tmp_path):
     repo = make_repo(tmp_path)  # drop-1: 24 images
     repo.run("dvc", "push")

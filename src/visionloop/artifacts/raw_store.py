@@ -18,6 +18,7 @@ and writers live here and nowhere else. The layout before shards (one file per i
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -77,6 +78,7 @@ class MissingImages(VisionloopError):
     """A shard the manifest lists is not there (not pulled, or deleted)."""
 
 
+@functools.cache  # one string per drop, shared by its members' Member objects
 def shard_relpath(drop_id: str) -> str:
     """The drop's shard, relative to raw_dir."""
     return f"{SHARDS}/{drop_id}.tar"
@@ -86,7 +88,7 @@ def member_name(sha256: str, extension: str) -> str:
     return f"{sha256}.{extension}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """Where one stored image's bytes are: a byte range of its drop's shard."""
 
@@ -287,7 +289,7 @@ def require_manifest(raw_dir: Path) -> list[dict[str, str]]:
 
 def stored_members(raw_dir: Path, shas: Collection[str]) -> dict[str, Member]:
     """sha256 -> Member for the given images, keeping only those rows in memory."""
-    wanted = set(shas)
+    wanted = {sha: sha for sha in shas}  # the callers' strings, reused: memory per image
     found = {}
     path = raw_dir / MANIFEST
     if wanted and path.exists():
@@ -296,8 +298,9 @@ def stored_members(raw_dir: Path, shas: Collection[str]) -> dict[str, Member]:
             header = _check_header(path, next(reader, []))
             for cells in reader:
                 if cells[0] in wanted:
-                    found[cells[0]] = member_of(dict(zip(header, cells, strict=True)))
-    missing = wanted - set(found)
+                    row = dict(zip(header, cells, strict=True), sha256=wanted[cells[0]])
+                    found[row["sha256"]] = member_of(row)
+    missing = set(wanted) - set(found)
     if missing:
         raise VisionloopError(
             f"{path}: {len(missing)} images are not in the manifest (e.g. {min(missing)}); "

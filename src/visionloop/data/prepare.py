@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from array import array
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 import visionloop.images
 from visionloop.artifacts import prepared, raw_store
 from visionloop.artifacts.prepared import SPLITS, ChannelHistogram, write_prepared_chunks
-from visionloop.artifacts.split_table import Row, read_split
+from visionloop.artifacts.split_table import read_assignments
 from visionloop.atomic import open_atomic, write_text_atomic
 from visionloop.config import Config, PrepareConfig
 from visionloop.data.parallel import CHUNK, default_workers, map_member_chunks
@@ -44,14 +45,14 @@ def run(config: Config) -> dict[str, Any]:
     """Decode what the cache lacks, then write every split and the train stats."""
     params = config.prepare
     started = time.perf_counter()
-    rows = [row for row in read_split(config.split.dir) if row.split in SPLITS]
     class_map_version, classes = raw_store.require_classes(config.data.raw_dir)
-    index = class_indices(rows, classes)
+    splits = assignments(config.split.dir, classes)
     cache = TensorCache(params.cache_dir / variant_key(params), params.image_size)
-    missing = sorted({row.sha256 for row in rows} - cache.known())
+    known = cache.index()
+    missing = sorted({sha for shas, _ in splits.values() for sha in shas if sha not in known})
     decode_seconds = cache.add(config.data.raw_dir, missing, params)
 
-    counts, train_stats = write_splits(params.dir, rows, index, cache)
+    counts, train_stats = write_splits(params.dir, splits, cache)
     stats = {
         **train_stats,
         "image_size": params.image_size,
@@ -64,33 +65,42 @@ def run(config: Config) -> dict[str, Any]:
     return {
         "images": counts,
         "decoded": len(missing),
-        "from_cache": len(rows) - len(missing),
+        "from_cache": sum(counts.values()) - len(missing),
         "decode_images_per_s": round(len(missing) / decode_seconds, 1) if missing else None,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
 
-def class_indices(rows: list[Row], classes: list[str]) -> dict[str, int]:
-    """label -> position in the class map; every label of the split must be in it."""
+def assignments(split_dir: Path, classes: list[str]) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per split: its sha256s in split.csv order and their positions in the class map (every
+    label of the split must be in it)."""
     index = {label: i for i, label in enumerate(classes)}
-    unknown = sorted({row.label for row in rows} - set(index))
+    shas: dict[str, list[str]] = {split: [] for split in SPLITS}
+    labels = {split: array("q") for split in SPLITS}
+    unknown = set()
+    for sha, label, split in read_assignments(split_dir):
+        if split not in shas:
+            continue  # excluded
+        if label not in index:
+            unknown.add(label)
+            continue
+        shas[split].append(sha)
+        labels[split].append(index[label])
     if unknown:
         raise VisionloopError(
-            f"labels {unknown[:5]} are not in classes.json; re-run ingest, then split"
+            f"labels {sorted(unknown)[:5]} are not in classes.json; re-run ingest, then split"
         )
-    return index
+    return {split: (shas[split], np.array(labels[split], dtype=np.int64)) for split in SPLITS}
 
 
 def write_splits(
-    prepared_dir: Path, rows: list[Row], index: dict[str, int], cache: TensorCache
+    prepared_dir: Path, splits: dict[str, tuple[list[str], np.ndarray]], cache: TensorCache
 ) -> tuple[dict[str, int], dict[str, list[float]]]:
     """Each split in the `visionloop.prepared` format, rows in split.csv order; the train
     split's channel stats, counted while it is written."""
     counts, train = {}, ChannelHistogram()
     shape = (cache.size, cache.size, 3)
-    for split in SPLITS:
-        shas = [row.sha256 for row in rows if row.split == split]
-        labels = np.array([index[row.label] for row in rows if row.split == split], np.int64)
+    for split, (shas, labels) in splits.items():
         chunks = cache.gather(shas)
         if split == "train":
             chunks = map(train.add, chunks)
@@ -126,22 +136,28 @@ class TensorCache:
     def __init__(self, folder: Path, size: int) -> None:
         self.folder = folder
         self.size = size
-        self._index: dict[str, tuple[str, int]] | None = None
+        self._files: list[str] = []
+        self._index: dict[str, int] | None = None  # sha256 -> file number << 32 | row
 
     @property
     def image_bytes(self) -> int:
         return self.size * self.size * 3
 
-    def index(self) -> dict[str, tuple[str, int]]:
+    def index(self) -> dict[str, int]:
         if self._index is None:
             self._index = {}
             for listing in sorted(self.folder.glob("*.txt")):
-                for row, sha in enumerate(listing.read_text().split()):
-                    self._index[sha] = (listing.stem, row)
+                self._list(listing.stem, listing.read_text().split())
         return self._index
 
-    def known(self) -> set[str]:
-        return set(self.index())
+    def _list(self, name: str, shas: list[str]) -> None:
+        number = len(self._files) << 32
+        self._files.append(name)
+        self.index().update({sha: number | row for row, sha in enumerate(shas)})
+
+    def locate(self, sha: str) -> tuple[str, int]:
+        packed = self.index()[sha]
+        return self._files[packed >> 32], packed & 0xFFFFFFFF
 
     def add(self, raw_dir: Path, shas: list[str], params: PrepareConfig) -> float:
         """Decode and store the given images; return the seconds spent."""
@@ -173,20 +189,18 @@ class TensorCache:
             for chunk in chunks:
                 handle.write(chunk.data)
         write_text_atomic(self.folder / f"{name}.txt", "".join(f"{s}\n" for s in shas))
-        index = self.index()
-        index.update({sha: (name, row) for row, sha in enumerate(shas)})
+        self._list(name, shas)
 
     def gather(self, shas: list[str]) -> Iterator[np.ndarray]:
         """The given images in order, GATHER_ROWS at a time, read row by row from the cache
         files (no mmap: memory holds one chunk, whatever the number of images)."""
-        index = self.index()
         files: dict[str, tuple[int, int]] = {}  # name -> (descriptor, where row 0 starts)
         try:
             for start in range(0, len(shas), GATHER_ROWS):
                 part = shas[start : start + GATHER_ROWS]
                 chunk = np.empty((len(part), self.size, self.size, 3), dtype=np.uint8)
                 for position, sha in enumerate(part):
-                    name, row = index[sha]
+                    name, row = self.locate(sha)
                     if name not in files:
                         files[name] = self._open(name)
                     fd, data_start = files[name]

@@ -129,9 +129,9 @@ def roll_forward(config: Config, commit_dir: Path) -> str:
 
 def _pack_shard(plan: CommitPlan, commit_dir: Path, raw_dir: Path) -> None:
     """The drop's accepted images, in the plan's order, as one shard in the store."""
-    target = raw_dir / raw_store.shard_relpath(plan.drop_id)
-    if not plan.add_rows or target.exists():
+    if not plan.add_rows or all(raw_store.rows_present(raw_dir, plan.add_rows)):
         return  # nothing accepted, or written (whole) by an earlier, interrupted run
+    target = raw_dir / raw_store.shard_relpath(plan.drop_id)
     raw_store.write_shard(target, _staged_images(plan, commit_dir))
 
 
