@@ -23,7 +23,7 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,7 +249,7 @@ def _open_shard(raw_dir: Path, shard: str) -> int:
 class RawState:
     """Everything ingest needs to know about what is already stored."""
 
-    labels: dict[str, str] = field(default_factory=dict)  # sha256 -> label of stored images
+    labels: Mapping[str, str] = field(default_factory=dict)  # sha256 -> label, stored images
     class_version: int = 0
     classes: list[str] = field(default_factory=list)
     drops: list[dict[str, Any]] = field(default_factory=list)
@@ -309,18 +309,59 @@ def stored_members(raw_dir: Path, shas: Collection[str]) -> dict[str, Member]:
     return found
 
 
-def stored_labels(raw_dir: Path) -> dict[str, str]:
+def stored_labels(raw_dir: Path) -> Mapping[str, str]:
     """sha256 -> label of every stored image, read fast: a drop's cost must not grow much
     with the size of the store."""
     path = raw_dir / MANIFEST
     if not path.exists():
         return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    header = lines[0].split(",")
-    # sha256 (hex) and label (a safe folder name) lead each row and are never quoted.
-    if header[:2] == ["sha256", "label"] and not any('"' in line[65:66] for line in lines[1:]):
-        return dict(line.split(",", 2)[:2] for line in lines[1:])
+    data = path.read_bytes()
+    if data.startswith(b"sha256,label,"):
+        return StoredLabels(data)
     return {row["sha256"]: row["label"] for row in read_manifest(raw_dir)}
+
+
+class StoredLabels(Mapping[str, str]):
+    """sha256 -> label, looked up in the manifest's bytes: the sha256s (64 hex digits that
+    lead each row) are cut out and sorted by numpy, and a label is read only when asked for.
+    A drop asks about its own images, so the store's size costs a few C loops, not a Python
+    dict of every image."""
+
+    def __init__(self, data: bytes) -> None:
+        import numpy as np
+
+        self._np, self._data = np, data
+        text = np.frombuffer(data, dtype=np.uint8)
+        starts = np.flatnonzero(text == ord("\n")) + 1  # every row starts after a newline
+        self._starts = starts[starts + 64 <= len(data)]  # not the end of the file
+        keys = text[self._starts[:, None] + np.arange(64)].view("S64").ravel()
+        self._order = np.argsort(keys, kind="stable")
+        self._keys = keys[self._order]
+
+    def _row_start(self, sha: str) -> int | None:
+        key = sha.encode("ascii", "replace")
+        at = int(self._np.searchsorted(self._keys, key))
+        if at < len(self._keys) and self._keys[at] == key:
+            return int(self._starts[self._order[at]])
+        return None
+
+    def __contains__(self, sha: object) -> bool:
+        return isinstance(sha, str) and self._row_start(sha) is not None
+
+    def __getitem__(self, sha: str) -> str:
+        start = self._row_start(sha)
+        if start is None:
+            raise KeyError(sha)
+        end = self._data.find(b"\n", start)
+        line = self._data[start : end if end >= 0 else None].decode("utf-8")
+        # a label is a safe folder name, so csv never quotes it; parse the row if it did
+        return next(csv.reader([line]))[1] if line[65:66] == '"' else line[65 : line.index(",", 65)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode() for key in self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def is_legacy(raw_dir: Path) -> bool:
@@ -425,19 +466,26 @@ def update_manifest(raw_dir: Path, add: list[dict[str, str]], remove: set[str]) 
     if remove or not path.exists():
         rows = [r for r in read_manifest(raw_dir) if r["sha256"] not in remove]
         present = {r["sha256"] for r in rows}
-        text = manifest_text(rows)
-        new = [_cells(r) for r in add if r["sha256"] not in present]
+        rows += [r for r in add if r["sha256"] not in present]
+        write_text_atomic(path, manifest_text(rows))
     else:
-        text = path.read_text(encoding="utf-8")
-        text += "" if text.endswith("\n") else "\n"
-        header = next(csv.reader([text.partition("\n")[0]]))
-        if header != list(MANIFEST_COLUMNS):
-            _check_header(path, header)  # says what is wrong when it can
-            raise CorruptStore(f"{path}: unexpected columns; restore it with `dvc checkout`")
-        # A drop's rows are appended in one replace: if its first row is there, all are.
-        done = bool(add) and f"\n{add[0]['sha256']}," in text
-        new = [] if done else [_cells(r) for r in add]
-    write_text_atomic(path, text + _csv_text(new))
+        _append_rows(path, add)
+
+
+def _append_rows(path: Path, add: list[dict[str, str]]) -> None:
+    """The manifest copied as bytes (never decoded: it is the one store file that grows with
+    the store, and every drop copies it) with the drop's rows after it."""
+    data = path.read_bytes()
+    data += b"" if data.endswith(b"\n") else b"\n"
+    header = next(csv.reader([data.partition(b"\n")[0].decode("utf-8")]))
+    if header != list(MANIFEST_COLUMNS):
+        _check_header(path, header)  # says what is wrong when it can
+        raise CorruptStore(f"{path}: unexpected columns; restore it with `dvc checkout`")
+    # A drop's rows are appended in one replace: if its first row is there, all are.
+    done = bool(add) and f"\n{add[0]['sha256']},".encode() in data
+    with open_atomic(path) as handle:
+        handle.write(data)
+        handle.write(b"" if done else _csv_text([_cells(r) for r in add]).encode("utf-8"))
 
 
 def manifest_text(rows: Iterable[dict[str, str]]) -> str:
