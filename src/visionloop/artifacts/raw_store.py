@@ -22,6 +22,7 @@ import functools
 import io
 import json
 import os
+import shutil
 import tarfile
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -322,10 +323,10 @@ def stored_labels(raw_dir: Path) -> Mapping[str, str]:
 
 
 class StoredLabels(Mapping[str, str]):
-    """sha256 -> label, looked up in the manifest's bytes: the sha256s (64 hex digits that
-    lead each row) are cut out and sorted by numpy, and a label is read only when asked for.
-    A drop asks about its own images, so the store's size costs a few C loops, not a Python
-    dict of every image."""
+    """sha256 -> label, looked up in the manifest's bytes: each row's sha256 (the 64 hex
+    digits that lead it) is cut out by numpy, its first 16 digits sorted as integers, and a
+    label is read only when asked for. A drop asks about its own images, so the store's
+    size costs a few loops in C, not a Python dict of every image."""
 
     def __init__(self, data: bytes) -> None:
         import numpy as np
@@ -333,16 +334,25 @@ class StoredLabels(Mapping[str, str]):
         self._np, self._data = np, data
         text = np.frombuffer(data, dtype=np.uint8)
         starts = np.flatnonzero(text == ord("\n")) + 1  # every row starts after a newline
-        self._starts = starts[starts + 64 <= len(data)]  # not the end of the file
-        keys = text[self._starts[:, None] + np.arange(64)].view("S64").ravel()
-        self._order = np.argsort(keys, kind="stable")
-        self._keys = keys[self._order]
+        starts = starts[starts + 64 <= len(data)]  # not the end of the file
+        values, shifts = _hex_digits()
+        keys = np.bitwise_or.reduce(values[text[starts[:, None] + np.arange(16)]] << shifts, 1)
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._starts = keys[order], starts[order]
 
     def _row_start(self, sha: str) -> int | None:
-        key = sha.encode("ascii", "replace")
-        at = int(self._np.searchsorted(self._keys, key))
-        if at < len(self._keys) and self._keys[at] == key:
-            return int(self._starts[self._order[at]])
+        try:
+            key = int(sha[:16], 16)
+        except ValueError:
+            return None
+        # an array of one, not a scalar: numpy searches it without converting the keys
+        at = int(self._np.searchsorted(self._keys, self._np.array([key], self._keys.dtype))[0])
+        wanted = sha.encode()
+        while at < len(self._keys) and int(self._keys[at]) == key:  # same 16 digits: compare all
+            start = int(self._starts[at])
+            if self._data[start : start + 65] == wanted + b",":
+                return start
+            at += 1
         return None
 
     def __contains__(self, sha: object) -> bool:
@@ -358,10 +368,21 @@ class StoredLabels(Mapping[str, str]):
         return next(csv.reader([line]))[1] if line[65:66] == '"' else line[65 : line.index(",", 65)]
 
     def __iter__(self) -> Iterator[str]:
-        return (key.decode() for key in self._keys)
+        return (self._data[s : s + 64].decode() for s in self._starts.tolist())
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+@functools.cache
+def _hex_digits():
+    """The value of each hex digit's byte, and the shift of each of 16 digits in a uint64."""
+    import numpy as np
+
+    values = np.zeros(256, dtype=np.uint64)
+    for value, digit in enumerate(b"0123456789abcdef"):
+        values[digit] = value
+    return values, np.arange(60, -4, -4, dtype=np.uint64)
 
 
 def is_legacy(raw_dir: Path) -> bool:
@@ -473,19 +494,24 @@ def update_manifest(raw_dir: Path, add: list[dict[str, str]], remove: set[str]) 
 
 
 def _append_rows(path: Path, add: list[dict[str, str]]) -> None:
-    """The manifest copied as bytes (never decoded: it is the one store file that grows with
+    """The manifest copied as it is (never parsed: it is the one store file that grows with
     the store, and every drop copies it) with the drop's rows after it."""
-    data = path.read_bytes()
-    data += b"" if data.endswith(b"\n") else b"\n"
-    header = next(csv.reader([data.partition(b"\n")[0].decode("utf-8")]))
-    if header != list(MANIFEST_COLUMNS):
-        _check_header(path, header)  # says what is wrong when it can
-        raise CorruptStore(f"{path}: unexpected columns; restore it with `dvc checkout`")
-    # A drop's rows are appended in one replace: if its first row is there, all are.
-    done = bool(add) and f"\n{add[0]['sha256']},".encode() in data
-    with open_atomic(path) as handle:
-        handle.write(data)
-        handle.write(b"" if done else _csv_text([_cells(r) for r in add]).encode("utf-8"))
+    rows = _csv_text([_cells(r) for r in add]).encode("utf-8")
+    size = path.stat().st_size
+    with path.open("rb") as manifest:
+        header = next(csv.reader([manifest.readline().decode("utf-8")]), [])
+        if header != list(MANIFEST_COLUMNS):
+            _check_header(path, header)  # says what is wrong when it can
+            raise CorruptStore(f"{path}: unexpected columns; restore it with `dvc checkout`")
+        manifest.seek(max(size - len(rows) - 1, 0))
+        tail = manifest.read()
+        # A drop's rows are appended in one replace, last: there already if the file ends so.
+        if not rows or tail.endswith(b"\n" + rows):
+            return
+        manifest.seek(0)
+        with open_atomic(path) as handle:
+            shutil.copyfileobj(manifest, handle, 2**20)
+            handle.write((b"" if tail.endswith(b"\n") else b"\n") + rows)
 
 
 def manifest_text(rows: Iterable[dict[str, str]]) -> str:

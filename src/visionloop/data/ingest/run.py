@@ -121,7 +121,9 @@ def ingest_drops(
             outcomes = [ingestor.run_drop(path) for path in paths]
         tracked = commit.track_if_pending(config, track)
         class_version, classes = raw_store.read_classes(config.data.raw_dir)
-        images = raw_store.count_images(config.data.raw_dir)
+        images = ingestor.images
+        if images is None:  # no drop committed in this run: count the manifest's rows
+            images = raw_store.count_images(config.data.raw_dir)
     return IngestResult(outcomes, recovered, skipped, images, class_version, classes, tracked)
 
 
@@ -154,6 +156,7 @@ class _Ingestor:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="screen")
         # files decoded ahead: bounds memory on big drops
         self.stager = Stager(self.rules, self.pool, window=workers * 4)
+        self.images: int | None = None  # rows in the manifest after the last commit
 
     def __enter__(self) -> _Ingestor:
         return self
@@ -204,6 +207,8 @@ class _Ingestor:
         plan = build_plan(self.config, path, reader.kind, entries, state, decisions, content_sha)
         write_stage_files(stage, plan, entries)
         commit.roll_forward(self.config, commit.seal(stage, plan))
+        # counted, not read back: the manifest is the one file that grows with the store
+        self.images = len(state.labels) + len(plan.add_rows) - len(plan.remove)
         return _ingested(path, plan)
 
     def _in_incoming(self, path: Path) -> bool:
