@@ -8,6 +8,7 @@ the library's: `python -m flows run|serve|demo` from the project folder.
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -140,11 +141,12 @@ def data_migrate(app: AppContext, as_json: bool) -> None:
     """
     from visionloop.data.ingest.migrate import migrate
 
-    result = migrate(app.config)
+    config = app.config
+    result = migrate(config)
     if as_json:
         echo_json(result.to_dict())
     else:
-        click.echo(result.describe(app.config.data.raw_dir))
+        click.echo(result.describe(os.path.relpath(config.data.raw_dir, config.root)))
 
 
 @cli.command("train")

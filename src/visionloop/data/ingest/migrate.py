@@ -59,7 +59,7 @@ class MigrationResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def describe(self, raw_dir: Path) -> str:
+    def describe(self, raw_dir: str) -> str:
         dvc = "; recorded with `dvc add`" if self.tracked else ""
         if not self.migrated:
             return (
