@@ -88,18 +88,33 @@ def report(config: Config, drop_id: str) -> dict:
     return json.loads(path.read_text())
 
 
-def stored_files(config: Config) -> set[str]:
-    images = config.data.raw_dir / "images"
-    return {str(p.relative_to(config.data.raw_dir)) for p in images.rglob("*") if p.is_file()}
+def shard_members(config: Config) -> dict[tuple[str, str], tuple[tarfile.TarInfo, bytes]]:
+    """(drop_id, member name) -> (its tar header, its bytes), read with the tarfile module."""
+    found = {}
+    for shard in sorted((config.data.raw_dir / "shards").glob("*")):
+        assert shard.suffix == ".tar" and not shard.name.startswith("."), shard  # no leftovers
+        with tarfile.open(shard) as tar:
+            for info in tar:
+                found[(shard.stem, info.name)] = (info, tar.extractfile(info).read())
+    return found
 
 
 def assert_store_consistent(config: Config) -> None:
-    """Manifest rows and stored files match one to one, and every file has its name's hash."""
+    """Manifest rows and shard members match: every row's member is in its drop's shard at
+    the recorded offset, with its name's hash; every other member was taken out for a label
+    conflict (shards never change); no image is stored outside a shard."""
     rows = manifest(config)
     assert len({r["sha256"] for r in rows}) == len(rows)
-    assert {r["path"] for r in rows} == stored_files(config)
+    assert not (config.data.raw_dir / "images").exists()
+    members = shard_members(config)
+    listed = {(r["drop_id"], r["member"]) for r in rows}
+    assert listed <= set(members)
+    banned = json.loads((config.data.raw_dir / "drops.json").read_text())["label_conflicts"]
+    assert {name.split(".")[0] for _, name in set(members) - listed} <= set(banned)
     for row in rows:
-        assert sha256((config.data.raw_dir / row["path"]).read_bytes()) == row["sha256"]
+        info, data = members[(row["drop_id"], row["member"])]
+        assert (info.offset_data, info.size) == (int(row["offset"]), int(row["bytes"]))
+        assert sha256(data) == row["sha256"] and row["member"].startswith(row["sha256"])
 
 
 def zip_drop(path: Path, members: dict[str, bytes], **kwargs) -> Path:

@@ -8,6 +8,7 @@ the library's: `python -m flows run|serve|demo` from the project folder.
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def cli(ctx: click.Context, params_path: Path) -> None:
 
 @cli.group()
 def data() -> None:
-    """Data drops: demo data, ingest, validation."""
+    """Data drops: demo data, ingest, migrating the raw store."""
 
 
 @data.command("demo")
@@ -127,6 +128,25 @@ def data_ingest(
     click.echo(to_json(result) if as_json else "\n".join(format_summary(result)))
     if result.problems():
         raise DropsNeedAttention(result)
+
+
+@data.command("migrate")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def data_migrate(app: AppContext, as_json: bool) -> None:
+    """Convert data.raw_dir from one file per image to one shard per drop, in place.
+
+    Every image is checked (count and sha256) before the switch; safe to interrupt and to
+    run again (an interrupted migration is finished; a migrated store is left alone).
+    """
+    from visionloop.data.ingest.migrate import migrate
+
+    config = app.config
+    result = migrate(config)
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.describe(os.path.relpath(config.data.raw_dir, config.root)))
 
 
 @cli.command("train")

@@ -92,7 +92,9 @@ class IngestConfig(Section):
 
 
 class DvcConfig(Section):
-    track: bool = True  # ingest runs `dvc add data.raw_dir` so `dvc status` stays clean
+    # ingest runs `dvc add data.raw_dir` (a few files: one shard per drop) so `dvc status`
+    # stays clean
+    track: bool = True
     remote_name: str = "local"
     # The default remote: a plain folder outside the workspace. null leaves remotes alone.
     remote_url: str | None = "../visionloop-dvc-remote"
@@ -180,6 +182,9 @@ class PrepareConfig(Section):
     resize: Literal["crop", "pad", "stretch"] = "crop"
     # Decoded, resized images keyed by content; outside DVC's outs so reruns reuse it.
     cache_dir: ProjectPath = Path("data/cache/prepare")
+    # Decoding processes (small images are Python work under the GIL, so threads would not
+    # use a second core); 0 = one per CPU core, at most 8. Does not change the tensors.
+    workers: int = Field(0, ge=0)
 
 
 class AugmentConfig(Section):

@@ -74,9 +74,9 @@ def test_a_tampered_manifest_fails_the_blocking_expectations(tmp_path):
         rows[1]["sha256"] = rows[2]["sha256"]
         rows[3]["width"] = "3"
         rows[4]["mode"] = "HSV"
+        rows[5]["offset"] = str(int(rows[5]["offset"]) + 512)  # not where its member is
 
     _rewrite_manifest(config, tamper)
-    (config.data.raw_dir / manifest(config)[5]["path"]).unlink()
     with pytest.raises(ValidationFailed) as info:
         run_stage("validate", config)
     failed = json.loads((config.data.validation.report_dir / "results.json").read_text())

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import shutil
 
@@ -8,7 +9,6 @@ from PIL import Image
 from tests.helpers import REPO_PARAMS
 from tests.rawdata import add_drop, pattern_image
 from visionloop.artifacts.prepared import SPLITS, open_prepared_split
-from visionloop.artifacts.raw_store import locate_images
 from visionloop.artifacts.split_table import read_split
 from visionloop.config import load_config
 from visionloop.data.prepare import run as run_prepare
@@ -43,13 +43,21 @@ def prepared_dataset(tmp_path, **prepare):
     return config
 
 
+def original_files(config, drop="d1"):
+    """sha256 -> the drop's own file (moved to the done folder by ingest)."""
+    folder = config.data.ingest.done_dir / drop
+    return {hashlib.sha256(p.read_bytes()).hexdigest(): p for p in folder.rglob("*.png")}
+
+
 def test_prepared_tensors_equal_a_direct_decode_and_labels_follow_the_class_map(tmp_path):
+    """Read from the shards, the tensors are byte for byte those of the drop's own files."""
     config = prepared_dataset(tmp_path)
     summary = run_prepare(config)
     assert summary["decoded"] == 30 and summary["from_cache"] == 0
     classes = json.loads((config.data.raw_dir / "classes.json").read_text())["classes"]
     rows = {row.sha256: row for row in read_split(config.split.dir)}
-    paths = locate_images(config.data.raw_dir, list(rows))
+    paths = original_files(config)
+    assert set(paths) == set(rows) and not list(config.data.raw_dir.rglob("*.png"))
     for split in SPLITS:
         prepared = open_prepared_split(config.prepare.dir, split)
         assert isinstance(prepared.images, np.memmap)
@@ -112,3 +120,17 @@ def test_fit_square_rules():
     assert fit_square(wide.resize((10, 10)), 10, "crop").size == (10, 10)
     with pytest.raises(ValueError, match="resize mode"):
         fit_square(wide, 10, "zoom")
+
+
+def test_decoding_in_worker_processes_gives_the_tensors_of_the_drop_files(tmp_path):
+    """More images than one chunk: split and prepare read the shards in two worker processes;
+    the tensors are still byte for byte those of the drop's own files, in split order."""
+    config = make_config(tmp_path, workers=2)
+    add_drop(config, "d1", mixed_images(range(300)))
+    run_split(config)
+    assert run_prepare(config)["decoded"] == 300
+    paths = original_files(config)
+    for split in SPLITS:
+        prepared = open_prepared_split(config.prepare.dir, split)
+        expected = [load_for_model(paths[sha], 16, "crop") for sha in prepared.sha256]
+        assert np.array_equal(prepared.images, np.stack(expected))

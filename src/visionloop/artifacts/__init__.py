@@ -3,7 +3,7 @@ and its writer live there and nowhere else.
 
 | module | hand-off | written by | read by |
 |---|---|---|---|
-| raw_store | images/, manifest.csv, classes.json, drops.json | ingest | later stages |
+| raw_store | shards/, manifest.csv, classes.json, drops.json | ingest | later stages |
 | split_table | split.csv, state.json, audit.json | split | prepare, lineage tags |
 | prepared | <split>/{images,labels}.npy, sha256.txt; stats.json | prepare | train, evaluate, gate |
 | bundle | model.json, weights.pt | train | evaluate, gate, registry |

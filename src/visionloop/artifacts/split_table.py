@@ -14,7 +14,8 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,23 @@ def read_split(split_dir: Path) -> list[Row]:
             f"{path(split_dir)}: no split; run `visionloop stage split` first"
         ) from None
     return parse_rows(text)
+
+
+def read_assignments(split_dir: Path) -> Iterator[tuple[str, str, str]]:
+    """(sha256, label, split) of each row, streamed: what prepare needs, without holding a
+    Row per image (memory stays small however many images there are)."""
+    try:
+        handle = path(split_dir).open(newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise VisionloopError(
+            f"{path(split_dir)}: no split; run `visionloop stage split` first"
+        ) from None
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        sha, label, split = (header.index(c) for c in ("sha256", "label", "split"))
+        for cells in reader:
+            yield cells[sha], sys.intern(cells[label]), sys.intern(cells[split])
 
 
 def parse_rows(text: str) -> list[Row]:

@@ -3,9 +3,13 @@
 Output (`prepare.dir`, a DVC out): one folder per split in the `visionloop.prepared` format,
 read with mmap every epoch, plus `stats.json` (train mean/std per channel, the class map,
 the size and resize rule). DVC deletes that folder before each rerun, so the decoding work
-lives in a separate content-keyed cache (`prepare.cache_dir`, not a DVC out): a shard of
+lives in a separate content-keyed cache (`prepare.cache_dir`, not a DVC out): a file of
 decoded images per batch of new images, found again by sha256. A new drop decodes only its
 new images; deleting the cache is always safe (it is rebuilt).
+
+Images are read straight from the drops' shards at the manifest's offsets (nothing is
+extracted) and decoded in worker processes, a few chunks at a time; the splits are written
+a chunk at a time, so memory does not grow with the number of images.
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ import hashlib
 import json
 import os
 import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from array import array
+from collections.abc import Iterator
 from functools import partial
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +28,33 @@ import numpy as np
 
 import visionloop.images
 from visionloop.artifacts import prepared, raw_store
-from visionloop.artifacts.prepared import SPLITS, open_prepared_split, write_prepared_split
-from visionloop.artifacts.split_table import Row, read_split
+from visionloop.artifacts.prepared import SPLITS, ChannelHistogram, write_prepared_chunks
+from visionloop.artifacts.split_table import read_assignments
 from visionloop.atomic import open_atomic, write_text_atomic
 from visionloop.config import Config, PrepareConfig
+from visionloop.data.parallel import CHUNK, default_workers, map_member_chunks
 from visionloop.errors import VisionloopError
 from visionloop.images import load_for_model
 from visionloop.progress import track
 
-SHARD_BYTES = 256 * 2**20  # decoded images held in memory before a shard is written
+SHARD_BYTES = 256 * 2**20  # decoded images per cache file, at most
+GATHER_ROWS = 1024  # images copied from the cache per chunk of a split
 
 
 def run(config: Config) -> dict[str, Any]:
     """Decode what the cache lacks, then write every split and the train stats."""
     params = config.prepare
     started = time.perf_counter()
-    rows = [row for row in read_split(config.split.dir) if row.split in SPLITS]
     class_map_version, classes = raw_store.require_classes(config.data.raw_dir)
-    index = class_indices(rows, classes)
+    splits = assignments(config.split.dir, classes)
     cache = TensorCache(params.cache_dir / variant_key(params), params.image_size)
-    missing = sorted({row.sha256 for row in rows} - cache.known())
+    known = cache.index()
+    missing = sorted({sha for shas, _ in splits.values() for sha in shas if sha not in known})
     decode_seconds = cache.add(config.data.raw_dir, missing, params)
 
-    counts = write_splits(params.dir, rows, index, cache)
+    counts, train_stats = write_splits(params.dir, splits, cache)
     stats = {
-        **prepared.channel_stats(open_prepared_split(params.dir, "train").images),
+        **train_stats,
         "image_size": params.image_size,
         "resize": params.resize,
         "classes": classes,
@@ -60,40 +65,48 @@ def run(config: Config) -> dict[str, Any]:
     return {
         "images": counts,
         "decoded": len(missing),
-        "from_cache": len(rows) - len(missing),
+        "from_cache": sum(counts.values()) - len(missing),
         "decode_images_per_s": round(len(missing) / decode_seconds, 1) if missing else None,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
 
-def class_indices(rows: list[Row], classes: list[str]) -> dict[str, int]:
-    """label -> position in the class map; every label of the split must be in it."""
+def assignments(split_dir: Path, classes: list[str]) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per split: its sha256s in split.csv order and their positions in the class map (every
+    label of the split must be in it)."""
     index = {label: i for i, label in enumerate(classes)}
-    unknown = sorted({row.label for row in rows} - set(index))
+    shas: dict[str, list[str]] = {split: [] for split in SPLITS}
+    labels = {split: array("q") for split in SPLITS}
+    unknown = set()
+    for sha, label, split in read_assignments(split_dir):
+        if split not in shas:
+            continue  # excluded
+        if label not in index:
+            unknown.add(label)
+            continue
+        shas[split].append(sha)
+        labels[split].append(index[label])
     if unknown:
         raise VisionloopError(
-            f"labels {unknown[:5]} are not in classes.json; re-run ingest, then split"
+            f"labels {sorted(unknown)[:5]} are not in classes.json; re-run ingest, then split"
         )
-    return index
+    return {split: (shas[split], np.array(labels[split], dtype=np.int64)) for split in SPLITS}
 
 
 def write_splits(
-    prepared_dir: Path, rows: list[Row], index: dict[str, int], cache: TensorCache
-) -> dict[str, int]:
-    """Each split in the `visionloop.prepared` format, rows in split.csv order."""
-    prepared_dir.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for split in SPLITS:
-        chosen = [row for row in rows if row.split == split]
-        shas = [row.sha256 for row in chosen]
-        labels = np.array([index[row.label] for row in chosen], dtype=np.int64)
-        gathered = prepared_dir / f".gather-{split}.npy"
-        try:
-            write_prepared_split(prepared_dir, split, cache.gather(shas, gathered), labels, shas)
-        finally:
-            gathered.unlink(missing_ok=True)
-        counts[split] = len(chosen)
-    return counts
+    prepared_dir: Path, splits: dict[str, tuple[list[str], np.ndarray]], cache: TensorCache
+) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """Each split in the `visionloop.prepared` format, rows in split.csv order; the train
+    split's channel stats, counted while it is written."""
+    counts, train = {}, ChannelHistogram()
+    shape = (cache.size, cache.size, 3)
+    for split, (shas, labels) in splits.items():
+        chunks = cache.gather(shas)
+        if split == "train":
+            chunks = map(train.add, chunks)
+        write_prepared_chunks(prepared_dir, split, chunks, shape, labels, shas)
+        counts[split] = len(shas)
+    return counts, train.stats()
 
 
 def variant_key(params: PrepareConfig) -> str:
@@ -103,68 +116,108 @@ def variant_key(params: PrepareConfig) -> str:
     return hashlib.sha256(text.encode() + rule).hexdigest()[:16]
 
 
-class TensorCache:
-    """Decoded images in shards: `<digest>.npy` (N x S x S x 3 uint8) + `<digest>.txt` (sha256s).
+def decode_members(
+    raw_dir: Path, members: list[raw_store.Member], size: int, mode: str
+) -> np.ndarray:
+    """Stored images, read from their shards, as uint8 (N, size, size, 3): in a worker."""
+    out = np.empty((len(members), size, size, 3), dtype=np.uint8)
+    for position, (_, data) in enumerate(raw_store.read_members(raw_dir, members)):
+        out[position] = load_for_model(data, size, mode)
+    return out
 
-    A shard's .txt is written after its .npy, both atomically, so a shard is either listed
-    whole or not at all. Shards are named by their content, so two runs never clash.
+
+class TensorCache:
+    """Decoded images in files: `<digest>.npy` (N x S x S x 3 uint8) + `<digest>.txt` (sha256s).
+
+    A file's .txt is written after its .npy, both atomically, so a file is either listed
+    whole or not at all. Files are named by their content, so two runs never clash.
     """
 
     def __init__(self, folder: Path, size: int) -> None:
         self.folder = folder
         self.size = size
-        self._index: dict[str, tuple[str, int]] | None = None
+        self._files: list[str] = []
+        self._index: dict[str, int] | None = None  # sha256 -> file number << 32 | row
 
-    def index(self) -> dict[str, tuple[str, int]]:
+    @property
+    def image_bytes(self) -> int:
+        return self.size * self.size * 3
+
+    def index(self) -> dict[str, int]:
         if self._index is None:
             self._index = {}
             for listing in sorted(self.folder.glob("*.txt")):
-                for row, sha in enumerate(listing.read_text().split()):
-                    self._index[sha] = (listing.stem, row)
+                self._list(listing.stem, listing.read_text().split())
         return self._index
 
-    def known(self) -> set[str]:
-        return set(self.index())
+    def _list(self, name: str, shas: list[str]) -> None:
+        number = len(self._files) << 32
+        self._files.append(name)
+        self.index().update({sha: number | row for row, sha in enumerate(shas)})
+
+    def locate(self, sha: str) -> tuple[str, int]:
+        packed = self.index()[sha]
+        return self._files[packed >> 32], packed & 0xFFFFFFFF
 
     def add(self, raw_dir: Path, shas: list[str], params: PrepareConfig) -> float:
         """Decode and store the given images; return the seconds spent."""
         if not shas:
             return 0.0
         started = time.perf_counter()
-        paths = raw_store.locate_images(raw_dir, shas)
-        per_shard = max(1, SHARD_BYTES // (self.size * self.size * 3))
-        batches = [shas[start : start + per_shard] for start in range(0, len(shas), per_shard)]
-        load = partial(load_for_model, size=params.image_size, mode=params.resize)
-        # Pillow releases the GIL while decoding and resizing, so threads use every core.
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            # one batch in flight at a time, so memory holds at most one shard
-            decoded = chain.from_iterable(pool.map(load, [paths[s] for s in b]) for b in batches)
-            images = track(decoded, len(shas), "decoding")
-            for batch in batches:
-                self._write_shard(batch, np.stack([next(images) for _ in batch]))
+        members = raw_store.reading_order(raw_store.stored_members(raw_dir, shas).values())
+        decode = partial(decode_members, size=params.image_size, mode=params.resize)
+        workers = default_workers(params.workers)
+        decoded = track(
+            map_member_chunks(decode, raw_dir, members, workers),
+            -(-len(members) // CHUNK),
+            f"decoding {len(members)} images",
+        )
+        # whole chunks per file, so each file takes the next chunks as they come
+        per_file = max(1, SHARD_BYTES // self.image_bytes // CHUNK) * CHUNK
+        for start in range(0, len(members), per_file):
+            batch = [m.sha256 for m in members[start : start + per_file]]
+            self._write_file(batch, (next(decoded) for _ in range(-(-len(batch) // CHUNK))))
         return time.perf_counter() - started
 
-    def _write_shard(self, shas: list[str], images: np.ndarray) -> None:
+    def _write_file(self, shas: list[str], chunks: Iterator[np.ndarray]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256("\n".join(shas).encode()).hexdigest()[:16]
-        with open_atomic(self.folder / f"{name}.npy") as handle:
-            np.save(handle, images)
-        write_text_atomic(self.folder / f"{name}.txt", "".join(f"{s}\n" for s in shas))
-        index = self.index()
-        index.update({sha: (name, row) for row, sha in enumerate(shas)})
-
-    def gather(self, shas: list[str], out: Path) -> np.ndarray:
-        """The given images in order, as a memmap at `out` (memory stays bounded)."""
         shape = (len(shas), self.size, self.size, 3)
-        target = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=shape)
-        rows_by_shard: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        index = self.index()
-        for position, sha in enumerate(shas):
-            shard, row = index[sha]
-            rows_by_shard[shard].append((position, row))
-        for shard, pairs in rows_by_shard.items():
-            source = np.load(self.folder / f"{shard}.npy", mmap_mode="r")
-            positions, rows = (np.array(column) for column in zip(*pairs, strict=True))
-            target[positions] = source[rows]
-        target.flush()
-        return target
+        with open_atomic(self.folder / f"{name}.npy") as handle:
+            header = {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(handle, header)
+            for chunk in chunks:
+                handle.write(chunk.data)
+        write_text_atomic(self.folder / f"{name}.txt", "".join(f"{s}\n" for s in shas))
+        self._list(name, shas)
+
+    def gather(self, shas: list[str]) -> Iterator[np.ndarray]:
+        """The given images in order, GATHER_ROWS at a time, read row by row from the cache
+        files (no mmap: memory holds one chunk, whatever the number of images)."""
+        files: dict[str, tuple[int, int]] = {}  # name -> (descriptor, where row 0 starts)
+        try:
+            for start in range(0, len(shas), GATHER_ROWS):
+                part = shas[start : start + GATHER_ROWS]
+                chunk = np.empty((len(part), self.size, self.size, 3), dtype=np.uint8)
+                for position, sha in enumerate(part):
+                    name, row = self.locate(sha)
+                    if name not in files:
+                        files[name] = self._open(name)
+                    fd, data_start = files[name]
+                    raw = os.pread(fd, self.image_bytes, data_start + row * self.image_bytes)
+                    chunk[position] = np.frombuffer(raw, np.uint8).reshape(chunk.shape[1:])
+                yield chunk
+        finally:
+            for fd, _ in files.values():
+                os.close(fd)
+
+    def _open(self, name: str) -> tuple[int, int]:
+        path = self.folder / f"{name}.npy"
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                np.lib.format.read_array_header_1_0(handle)
+            else:
+                np.lib.format.read_array_header_2_0(handle)
+            data_start = handle.tell()
+        return os.open(path, os.O_RDONLY), data_start

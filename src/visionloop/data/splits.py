@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import numpy as np
 from visionloop.artifacts import raw_store, split_table
 from visionloop.artifacts.split_table import EXCLUDED, SPLITS, Row
 from visionloop.config import Config, SplitConfig
+from visionloop.data.parallel import default_workers, map_member_chunks
 from visionloop.errors import VisionloopError
 from visionloop.progress import track
 
@@ -98,14 +97,21 @@ def ordered_drops(rows: Iterable[dict[str, str]]) -> list[list[dict[str, str]]]:
     return [sorted(drops[d], key=lambda r: r["sha256"]) for d in order]
 
 
-def perceptual_hash(path: Path) -> int:
+def perceptual_hash(source: Path | bytes) -> int:
     """64-bit DCT hash of the upright RGB image (imagehash.phash, 8x8)."""
     import imagehash
 
     from visionloop.images import open_rgb
 
-    bits = imagehash.phash(open_rgb(path), hash_size=8).hash.flatten()
+    bits = imagehash.phash(open_rgb(source), hash_size=8).hash.flatten()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def hash_members(raw_dir: Path, members: list[raw_store.Member]) -> list[tuple[str, int]]:
+    """(sha256, perceptual hash) of each stored image, read from its shard."""
+    return [
+        (m.sha256, perceptual_hash(data)) for m, data in raw_store.read_members(raw_dir, members)
+    ]
 
 
 # ---------------------------------------------------------------- the previous split
@@ -123,12 +129,11 @@ def place_new_images(
     kept: dict[str, Row], new: list[dict[str, str]], raw_dir: Path, params: SplitConfig
 ) -> dict[str, Row]:
     """Hash the new images, then place them drop by drop, each drop seeing the ones before."""
-    shas = [row["sha256"] for row in new]
-    paths = raw_store.locate_images(raw_dir, shas)
-    # Pillow releases the GIL while decoding, so threads use every core
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        computed = pool.map(perceptual_hash, [paths[sha] for sha in shas])
-        hashes = dict(zip(shas, track(computed, len(shas), "perceptual hashes"), strict=True))
+    members = raw_store.reading_order(raw_store.member_of(row) for row in new)
+    # processes, not threads: decoding small images is mostly Python work (the GIL)
+    chunks = map_member_chunks(hash_members, raw_dir, members, default_workers())
+    pairs = itertools.chain.from_iterable(chunks)
+    hashes = dict(track(pairs, len(members), "perceptual hashes"))
     rows = dict(kept)
     for drop in ordered_drops(new):
         batch = [NewImage(r["sha256"], r["label"], r["drop_id"], hashes[r["sha256"]]) for r in drop]

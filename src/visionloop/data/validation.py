@@ -1,8 +1,9 @@
 """The `validate` stage: a Great Expectations suite over the manifest and its class counts.
 
 Two tables are checked: the manifest (one row per stored image, plus two computed
-columns: `file_present` and `label_conflict`) and the class table (one row per class of
-the class map: `count`, `imbalance` = largest class / this class). Each expectation has a
+columns: `file_present`, its member is where the row says in its drop's shard, and
+`label_conflict`) and the class table (one row per class of the class map: `count`,
+`imbalance` = largest class / this class). Each expectation has a
 name (data.validation.blocking lists the ones that stop the pipeline; the rest warn).
 Results go to `<report_dir>/results.json`, a small `summary.json` (DVC metrics) and GX
 Data Docs HTML under `<report_dir>/data_docs/` (its pages fetch CSS/JS from the internet;
@@ -128,7 +129,7 @@ def manifest_frames(raw_dir: Path):
     manifest = pd.DataFrame(rows, columns=list(store.MANIFEST_COLUMNS))
     for column in ("width", "height"):
         manifest[column] = pd.to_numeric(manifest[column], errors="coerce")
-    manifest["file_present"] = [(raw_dir / r["path"]).is_file() for r in rows]
+    manifest["file_present"] = store.rows_present(raw_dir, rows)
     manifest["label_conflict"] = [
         r["sha256"] in ledger or len(labels_per_sha[r["sha256"]]) > 1 for r in rows
     ]

@@ -7,26 +7,31 @@ below is idempotent, and `recover()` (run first by every ingest) redoes them all
 commit folder it finds, so a process killed at any point leaves the drop either absent
 (a stage folder, simply deleted) or committed once the next ingest runs.
 
-Order of the steps: images into the store (invisible until listed), copies of stored
-images being quarantined, classes.json, manifest.csv (the atomic replace consumers see),
-drops.json, removal of the quarantined stored images, quarantine folder, report, DVC, the
-drop moved aside, the commit folder deleted. `dvc add` runs once per ingest run, after
-the last commit, and again on the next run if it did not finish (TRACK_PENDING).
+Order of the steps: the drop's shard packed into the store from the staged images (written
+whole, invisible until listed), copies of stored images being quarantined, classes.json,
+manifest.csv (the atomic replace consumers see), drops.json, quarantine folder, report,
+the drop moved aside, the commit folder deleted. Shards never change: a stored image taken
+out for a label conflict leaves the manifest, and its bytes stay in its shard. `dvc add`
+runs once per ingest run, after the last commit, and again on the next run if it did not
+finish (TRACK_PENDING).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from visionloop.artifacts import raw_store
-from visionloop.atomic import write_json_atomic
+from visionloop.atomic import write_bytes_atomic, write_json_atomic
 from visionloop.config import Config
+from visionloop.data.ingest.layout import staged_member
 from visionloop.data.ingest.plan import REPORT_FILE, CommitPlan
+from visionloop.errors import VisionloopError
 
 PLAN = "plan.json"
 STAGE_PREFIX = "stage-"
@@ -34,6 +39,7 @@ COMMIT_PREFIX = "commit-"
 KILL_ENV = "VISIONLOOP_INGEST_KILL_AT"  # test hook: SIGKILL this process at a named point
 # Present while data/raw has changed since DVC last recorded it; removed after `dvc add`.
 TRACK_PENDING = "track-pending"
+MIGRATION = "migrate"  # the journal of `visionloop data migrate` (ingest/migrate.py)
 
 
 def failpoint(name: str) -> None:
@@ -54,6 +60,16 @@ def seal(stage_dir: Path, plan: CommitPlan) -> Path:
     os.replace(stage_dir, commit_dir)
     failpoint("sealed")
     return commit_dir
+
+
+def require_store_ready(config: Config) -> None:
+    """Ingest writes shards: refuse a store still (or half) in the layout before them."""
+    raw_store.require_current_layout(config.data.raw_dir)
+    if (config.data.ingest.work_dir / MIGRATION).exists():
+        raise VisionloopError(
+            f"a migration of {config.data.raw_dir} was interrupted; run "
+            "`visionloop data migrate` to finish it, then ingest"
+        )
 
 
 def recover(config: Config) -> list[str]:
@@ -91,7 +107,7 @@ def roll_forward(config: Config, commit_dir: Path) -> str:
     plan = CommitPlan.from_json(raw_store.read_json(commit_dir / PLAN, None))
     raw_dir = config.data.raw_dir
     (config.data.ingest.work_dir / TRACK_PENDING).touch()
-    _move_images_in(commit_dir / raw_store.IMAGES, raw_dir / raw_store.IMAGES)
+    _pack_shard(plan, commit_dir, raw_dir)
     failpoint("images")
     _copy_stored_into_quarantine(plan, raw_dir, commit_dir / "quarantine")
     if plan.classes is not None:
@@ -101,8 +117,6 @@ def roll_forward(config: Config, commit_dir: Path) -> str:
     failpoint("manifest")
     _apply_ledger(raw_dir, plan)
     failpoint("ledger")
-    for removed in plan.remove:
-        (raw_dir / removed["path"]).unlink(missing_ok=True)
     _merge_move(commit_dir / "quarantine", Path(plan.quarantine_target))
     _merge_move(commit_dir / REPORT_FILE, Path(plan.report_target))
     failpoint("quarantine")
@@ -113,32 +127,34 @@ def roll_forward(config: Config, commit_dir: Path) -> str:
     return plan.drop_id
 
 
-def _move_images_in(staged: Path, images_dir: Path) -> None:
-    if not staged.is_dir():
-        return
-    files = sorted(p for p in staged.rglob("*") if p.is_file())
-    for count, path in enumerate(files, 1):
-        target = images_dir / path.relative_to(staged)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Content-addressed: a file already there under this name has these very bytes.
-        if target.exists():
-            path.unlink()
-        else:
-            os.replace(path, target)
-        if count == len(files) // 2:
+def _pack_shard(plan: CommitPlan, commit_dir: Path, raw_dir: Path) -> None:
+    """The drop's accepted images, in the plan's order, as one shard in the store."""
+    if not plan.add_rows or all(raw_store.rows_present(raw_dir, plan.add_rows)):
+        return  # nothing accepted, or written (whole) by an earlier, interrupted run
+    target = raw_dir / raw_store.shard_relpath(plan.drop_id)
+    raw_store.write_shard(target, _staged_images(plan, commit_dir))
+
+
+def _staged_images(plan: CommitPlan, commit_dir: Path) -> Iterator[tuple[str, bytes]]:
+    for count, row in enumerate(plan.add_rows, 1):
+        data = (commit_dir / staged_member(row["sha256"], row["member"])).read_bytes()
+        if hashlib.sha256(data).hexdigest() != row["sha256"]:
+            raise raw_store.CorruptStore(
+                f"{commit_dir}: the staged copy of {row['member']} changed since screening; "
+                f"delete {commit_dir} and ingest the drop again"
+            )
+        yield row["member"], data
+        if count == len(plan.add_rows) // 2:
             failpoint("images_half")
 
 
 def _copy_stored_into_quarantine(plan: CommitPlan, raw_dir: Path, quarantine: Path) -> None:
     for removed in plan.remove:
-        source = raw_dir / removed["path"]
         target = quarantine / removed["quarantine_path"]
-        if target.exists() or not source.exists():
-            continue  # copied by an earlier, interrupted run
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        member = raw_store.member_of(removed)
+        if target.exists() or not (raw_dir / member.shard).exists():
+            continue  # copied by an earlier, interrupted run (or not pulled: nothing to copy)
+        write_bytes_atomic(target, raw_store.read_member(raw_dir, member))
 
 
 def _apply_ledger(raw_dir: Path, plan: CommitPlan) -> None:

@@ -60,11 +60,7 @@ def _quarantine_conflict(group: list[DropEntry], labels: list[str], stage: Path)
 
 
 def _removal(row: dict[str, str]) -> dict[str, str]:
-    sha, label, path = row["sha256"], row["label"], row["path"]
-    ext = path.rsplit(".", 1)[-1]
-    return {
-        "sha256": sha,
-        "label": label,
-        "path": path,
-        "quarantine_path": f"stored/{label}/{sha}.{ext}",
-    }
+    """A stored image leaving the manifest: where its bytes are (its shard keeps them, shards
+    never change) and where the quarantine gets a copy."""
+    where = {key: row[key] for key in ("sha256", "label", "drop_id", "member", "offset", "bytes")}
+    return {**where, "quarantine_path": f"stored/{row['label']}/{row['member']}"}

@@ -17,6 +17,8 @@ from visionloop.data.ingest.readers import DropFile, DropRejected, is_os_metadat
 from visionloop.data.ingest.reasons import DropReason, FileReason
 from visionloop.data.ingest.screening import Screened
 
+STAGED_IMAGES = "images"  # in the stage folder: one file per accepted image
+
 
 class FileOutcome(StrEnum):
     ACCEPTED = "accepted"
@@ -71,7 +73,12 @@ def placement_reason(entry: DropEntry) -> tuple[FileReason, str]:
 
 
 def staged_image(verdict: Screened) -> str:
-    return raw_store.image_relpath(verdict.sha256, verdict.extension)
+    return staged_member(verdict.sha256, raw_store.member_name(verdict.sha256, verdict.extension))
+
+
+def staged_member(sha256: str, member: str) -> str:
+    """Where an accepted image waits in the stage folder until the commit packs the shard."""
+    return f"{STAGED_IMAGES}/{sha256[:2]}/{member}"
 
 
 def quarantine_file(stage: Path, entry: DropEntry) -> Path:

@@ -19,7 +19,7 @@ from visionloop.artifacts import raw_store
 from visionloop.atomic import write_json_atomic
 from visionloop.config import Config
 from visionloop.data.ingest.decisions import Decisions
-from visionloop.data.ingest.layout import DropEntry, FileOutcome, staged_image
+from visionloop.data.ingest.layout import DropEntry, FileOutcome
 from visionloop.data.ingest.readers import drop_name, is_os_metadata
 from visionloop.data.ingest.reasons import FileReason
 
@@ -34,7 +34,7 @@ class CommitPlan:
     content_sha256: str
     source: str  # where the drop was read from
     done_path: str | None  # where it is moved after the commit (None: left where it is)
-    add_rows: list[dict[str, str]]  # manifest rows of the accepted images, in path order
+    add_rows: list[dict[str, str]]  # manifest rows of the accepted images, in shard order
     remove: list[dict[str, str]]  # stored images taken out (a new copy conflicts with them)
     classes: dict[str, Any] | None  # the new class map, when the drop brings classes
     new_conflicts: dict[str, list[str]]  # sha256 -> labels, added to the ledger's bans
@@ -80,13 +80,15 @@ def build_plan(
     if new_classes:
         classes = {"version": state.class_version + 1, "classes": state.classes + new_classes}
     in_incoming = path.parent.resolve() == config.data.incoming_dir.resolve()
+    # The shard holds the accepted images in this order; its layout is known from their sizes.
+    offsets = raw_store.member_offsets(e.verdict.size for e in accepted if e.verdict)
     return CommitPlan(
         drop_id=drop_id,
         name=name,
         content_sha256=content_sha,
         source=str(path),
         done_path=str(rules.done_dir / path.name) if in_incoming else None,
-        add_rows=[_row(e, drop_id, now) for e in accepted],
+        add_rows=[_row(e, drop_id, now, o) for e, o in zip(accepted, offsets, strict=True)],
         remove=decisions.removals,
         classes=classes,
         new_conflicts=decisions.conflicts,
@@ -165,7 +167,7 @@ def _counts(entries: list[DropEntry]) -> dict[str, Any]:
     }
 
 
-def _row(entry: DropEntry, drop_id: str, now: str) -> dict[str, str]:
+def _row(entry: DropEntry, drop_id: str, now: str, offset: int) -> dict[str, str]:
     verdict = entry.verdict
     assert verdict is not None and entry.label is not None
     return {
@@ -180,8 +182,9 @@ def _row(entry: DropEntry, drop_id: str, now: str) -> dict[str, str]:
         "frames": str(verdict.frames),
         "orientation": str(verdict.orientation),
         "normalisation": verdict.normalisation,
-        "bytes": str(entry.source.size),
-        "path": staged_image(verdict),
+        "bytes": str(verdict.size),
+        "member": raw_store.member_name(verdict.sha256, verdict.extension),
+        "offset": str(offset),
         "ingested_at": now,
     }
 

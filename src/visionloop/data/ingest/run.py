@@ -114,6 +114,7 @@ def ingest_drops(
         versioning.find_repo_root(config)
     work_dir = config.data.ingest.work_dir
     with exclusive(work_dir / LOCK_FILE, "ingest", error=IngestBusy):
+        commit.require_store_ready(config)
         recovered = commit.recover(config)
         paths, skipped = _resolve_drops(config, drops)
         if allow_new_classes is None:
@@ -124,7 +125,9 @@ def ingest_drops(
             _log_outcome(outcome)
         tracked = commit.track_if_pending(config, track)
         class_version, classes = raw_store.read_classes(config.data.raw_dir)
-        images = raw_store.count_images(config.data.raw_dir)
+        images = ingestor.images
+        if images is None:  # no drop committed in this run: count the manifest's rows
+            images = raw_store.count_images(config.data.raw_dir)
     return IngestResult(outcomes, recovered, skipped, images, class_version, classes, tracked)
 
 
@@ -178,6 +181,7 @@ class _Ingestor:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="screen")
         # files decoded ahead: bounds memory on big drops
         self.stager = Stager(self.rules, self.pool, window=workers * 4)
+        self.images: int | None = None  # rows in the manifest after the last commit
 
     def __enter__(self) -> _Ingestor:
         return self
@@ -228,6 +232,8 @@ class _Ingestor:
         plan = build_plan(self.config, path, reader.kind, entries, state, decisions, content_sha)
         write_stage_files(stage, plan, entries)
         commit.roll_forward(self.config, commit.seal(stage, plan))
+        # counted, not read back: the manifest is the one file that grows with the store
+        self.images = len(state.labels) + len(plan.add_rows) - len(plan.remove)
         return _ingested(path, plan)
 
     def _in_incoming(self, path: Path) -> bool:

@@ -31,6 +31,7 @@ class Screened:
     frames: int = 0
     orientation: int = 1
     normalisation: str = ""  # ';'-joined visionloop.images.NORMALISATION_STEPS
+    size: int = 0  # bytes of the file as read (what the store keeps)
 
     @property
     def extension(self) -> str:
@@ -65,6 +66,7 @@ def screen(data: bytes, rules: IngestConfig) -> Screened:
         frames=decoded.frames,
         orientation=decoded.orientation,
         normalisation=";".join(decoded.steps),
+        size=len(data),
     )
     return _check_sides(verdict, rules)
 
