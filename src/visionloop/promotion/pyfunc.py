@@ -28,12 +28,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from importlib.metadata import version
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 IMAGE_COLUMN = "image"
 OUTPUT_COLUMNS = ("label", "confidence", "top_k", "probabilities")
@@ -43,6 +46,7 @@ ENTRY_FILE = Path(__file__).with_name("mlflow_model_code.py")
 # What loading the model imports; pinned to this environment (inferring them takes ~11 s).
 RUNTIME_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pillow", "pydantic", "pyyaml")
 DEFAULT_TOP_K = 5
+BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 
 
 class BundlePyfuncModel(mlflow.pyfunc.PythonModel):
@@ -112,24 +116,46 @@ def screened_pixels(data: bytes, index: int, size: int, resize: str, rules) -> n
 
 
 def as_bytes(value, index: int) -> bytes:
-    """Bytes as MLflow hands them over (decoded from base64 by the binary signature), or a
-    base64 string when the schema was not enforced."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
+    """Encoded image bytes from what MLflow hands over: bytes (the binary signature decoded
+    the base64 of `dataframe_split`), or base64 still as text (`inputs` arrives as numpy
+    bytes of the base64 text; a str when the schema was not enforced)."""
+    if isinstance(value, bytes | bytearray | memoryview | np.bytes_):
+        data = bytes(value)
+        # An image file never consists of base64 letters alone (PNG, JPEG, ... open with
+        # binary magic numbers), so such bytes are base64 text.
+        return decode_base64(data, index) if BASE64_TEXT.fullmatch(data) else data
     if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError(f"image {index}: not valid base64") from None
+        return decode_base64(value.encode("ascii", "replace"), index)
     raise ValueError(f"image {index}: expected encoded image bytes, got {type(value).__name__}")
 
 
-def bad_input(message: str):
-    """What `mlflow models serve` turns into a 400 with this message and no traceback."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+def decode_base64(text: bytes, index: int) -> bytes:
+    try:
+        return base64.b64decode(re.sub(rb"\s+", b"", text), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"image {index}: not valid base64") from None
 
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+class InputRejected(MlflowException):
+    """A bad input, as `mlflow models serve` answers it: 400, this message, no traceback.
+
+    MLflow's scoring server prefixes the message of an MlflowException raised by a model
+    with the whole input (`Failed to predict data '<repr>'`), so a client that sent
+    megabytes of base64 would get them back; the first message set is the one kept.
+    """
+
+    @property
+    def message(self) -> str:
+        return self._first_message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_first_message"):
+            self._first_message = value
+
+
+def bad_input(message: str) -> InputRejected:
+    return InputRejected(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 def prediction_frame(probs: np.ndarray, classes: tuple[str, ...], top_k: int) -> pd.DataFrame:
