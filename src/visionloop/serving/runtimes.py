@@ -44,11 +44,12 @@ class TorchRuntime:
 class OnnxLogits:
     """An onnxruntime session as the logits function `predict_with` calls."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int = 0) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its warnings are about graph fusions
+        options.intra_op_num_threads = threads  # 0: onnxruntime's default (one per core)
         self.session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
@@ -59,10 +60,10 @@ class OnnxLogits:
 
 
 class OnnxRuntime:
-    def __init__(self, name: str, path: Path, meta: BundleMeta) -> None:
+    def __init__(self, name: str, path: Path, meta: BundleMeta, threads: int = 0) -> None:
         self.name = name  # onnx | int8
         self.meta = meta
-        self.logits = OnnxLogits(path)
+        self.logits = OnnxLogits(path, threads)
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         return predict_with(self.logits, images, self.meta, batch_size)
