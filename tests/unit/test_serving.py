@@ -215,3 +215,17 @@ def test_prediction_log_lines_are_plain_json(tmp_path):
     log.append([{**record(1), "top_k": [{"label": "a", "probability": 0.5}], "stored": False}])
     line = next(iter(log_files(tmp_path))).read_text()
     assert json.loads(line)["top_k"][0]["label"] == "a" and line.endswith("\n")
+
+
+def test_the_server_socket_is_a_tcp_socket_so_asyncio_disables_nagle():
+    # asyncio turns on TCP_NODELAY only for sockets whose proto is TCP; without it every
+    # keep-alive answer waited 40 ms for the client's delayed ACK (bench/serve.py).
+    import socket
+
+    from visionloop.serving.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
+    finally:
+        sock.close()

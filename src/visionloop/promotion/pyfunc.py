@@ -52,6 +52,13 @@ BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 class BundlePyfuncModel(mlflow.pyfunc.PythonModel):
     """Encoded images in, label, confidence, top-k and class probabilities out."""
 
+    # No type hints on `predict`, on purpose (MLflow would turn them into a schema it
+    # coerces inputs to; the signature says what goes in). Without this flag MLflow warns
+    # about the missing hints wherever the class is imported, and its warning cannot be
+    # filtered (it resets the filters); the flag skips a wrapper that would only call
+    # `predict` as it is.
+    _skip_type_hint_validation = True
+
     def load_context(self, context) -> None:
         from visionloop.config import IngestConfig
         from visionloop.models.classifier import load_bundle
@@ -61,7 +68,6 @@ class BundlePyfuncModel(mlflow.pyfunc.PythonModel):
         self.rules = IngestConfig(**settings.get("image_rules", {}))
         self.top_k = int(settings.get("top_k", DEFAULT_TOP_K))
 
-    # No type hints on model_input: MLflow would turn them into an input schema and coerce.
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         meta = self.classifier.meta
         top_k = int((params or {}).get("top_k") or self.top_k)
