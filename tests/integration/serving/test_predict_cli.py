@@ -153,3 +153,20 @@ def test_predict_refuses_a_path_that_does_not_exist(served_registry, tmp_path):
         cli, ["--params", str(served_registry.params), "predict", str(tmp_path / "nope*.jpg")]
     )
     assert result.exit_code == 1 and "no such file or folder" in result.output
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (f"models:/{MODEL}/99", f"{MODEL} has no version 99"),
+        ("models:/nobody@champion", "nobody has no @champion version yet"),
+    ],
+)
+def test_serve_refuses_a_model_that_is_not_there_before_opening_a_port(
+    served_registry, model, message
+):
+    result = CliRunner().invoke(
+        cli, ["--params", str(served_registry.params), "serve", "--model", model, "--port", "0"]
+    )
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
