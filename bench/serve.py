@@ -8,9 +8,9 @@
 2. REST: `visionloop serve` (a real uvicorn subprocess on 127.0.0.1, following @champion,
    prediction log on) against in-process prediction of the same PNG bytes with the same
    loaded model (decode + predict). Latency p50/p99 of one client sending one image at a
-   time, then a bounded load (CLIENTS threads x REQUESTS requests, keep-alive) with its
-   throughput; halfway through the load @champion moves to another version, and every
-   request must still succeed.
+   time (in rounds, interleaved with in-process prediction), then a bounded load (CLIENTS
+   threads x REQUESTS requests, keep-alive) with its throughput; halfway through the load
+   @champion moves to another version, and every request must still succeed.
 
 Run from the repo root: `python -m bench.serve [--archs simple_cnn,resnet18] [--requests 500]`.
 """
@@ -39,6 +39,7 @@ from visionloop.config import Config, load_config
 BATCHES = (1, 64)
 ROUNDS = 5
 ROUND_SECONDS = 1.0
+REST_ROUNDS = 10
 MODEL = "visionloop-classifier"
 
 
@@ -277,8 +278,13 @@ def rest_bench(settings: dict, root: Path, bundle_dir: Path, clients: int, reque
     model = load_model(config, resolve(config, f"models:/{MODEL}@champion"))
     process, url, lines = start_server(params, root)
     try:
-        inproc = in_process_latencies(model, data, image_rules(config), requests)
-        single = rest_latencies(url, data, requests)
+        # Interleaved in rounds, so that load from other processes falls on both alike.
+        inproc, single = [], []
+        for _ in range(REST_ROUNDS):
+            inproc += in_process_latencies(
+                model, data, image_rules(config), requests // REST_ROUNDS
+            )
+            single += rest_latencies(url, data, requests // REST_ROUNDS)
 
         def promote() -> None:
             registry_client(config).set_registered_model_alias(MODEL, "champion", "2")

@@ -117,7 +117,10 @@ def registry_copy(served_registry, tmp_path) -> Registry:
     """The session registry in a database of its own: aliases can move freely here."""
     shutil.copy(served_registry.root / "mlflow.db", tmp_path / "mlflow.db")
     shutil.copytree(served_registry.root / "registry", tmp_path / "registry")
-    settings = overrides(served_registry.root, db_root=tmp_path)
+    # keep_images off here: the log is then written on the event loop (the default path).
+    settings = merged(
+        overrides(served_registry.root, db_root=tmp_path), {"serving": {"keep_images": False}}
+    )
     config = load_config(REPO_PARAMS, overrides=settings)
     params = write_params(tmp_path / "params.yaml", settings)
     return Registry(tmp_path, config, params, served_registry.bundles)

@@ -14,6 +14,7 @@ import torch
 from tests.integration.gate.trained import META
 from tests.integration.serving.support import MODEL, Server, digit_images, encoded, wait_for
 from visionloop.artifacts.bundle import save_bundle
+from visionloop.artifacts.prediction_log import read_predictions
 from visionloop.models.classifier import load_bundle
 from visionloop.promotion.registry import promote, register_candidate, registry_client
 
@@ -87,6 +88,9 @@ def test_a_promotion_during_a_stream_of_requests_fails_none_and_switches_version
         assert versions == sorted(versions) and versions[-1] == "2"
     assert current(server)["version"] == "2"
     assert "swapped visionloop-classifier v1 -> visionloop-classifier v2" in server.log
+    logged = list(read_predictions(registry_copy.config.serving.prediction_log))
+    assert len(logged) == stream.count()  # one line per answered image
+    assert {r["version"] for r in logged} == {"1", "2"} and not any(r["stored"] for r in logged)
 
 
 def register_bundle(registry, folder: Path) -> str:
