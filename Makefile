@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pipeline.py --images 10000
 	$(BIN)/python -m bench.train --threads 1
-	$(BIN)/python -m bench.serve
+	$(BIN)/python -m bench.serve --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
