@@ -31,6 +31,9 @@ def path_overrides(root: Path) -> dict:
             "artifact_dir": str(root / "artifacts"),
             "dir": str(root / "registry"),
         },
+        # These tests judge and move versions; the ONNX exports that registration also
+        # builds (a few seconds a version) are tested in tests/integration/serving.
+        "serving": {"export": {"onnx": False}},
     }
 
 

@@ -57,6 +57,7 @@ def overrides(root: Path, db_root: Path | None = None) -> dict:
         paths,
         {
             "serving": {
+                "export": {"onnx": True},  # the gate tests turn it off; here it is the subject
                 **SERVING,
                 "prediction_log": str(db_root / "serving" / "predictions"),
                 "image_store": str(db_root / "serving" / "images"),
