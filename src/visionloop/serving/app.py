@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ from visionloop.serving.source import LoadedModel
 
 log = logging.getLogger(__name__)
 RAW_TYPES = ("image/", "application/octet-stream")
+REQUEST_ID = re.compile(r"[\w.:-]{1,128}")
 # Requests this small decode on the event loop (under a millisecond: a 16 KB JPEG is about
 # 200 x 200 px), cheaper than a hand-off to a thread and back; larger ones go to the
 # decoding threads, so a big photo never holds up other requests.
@@ -80,7 +82,8 @@ def create_app(state: ServerState) -> FastAPI:
         await state.batcher.stop()
         state.decoders.shutdown(wait=False)
 
-    app = FastAPI(title="visionloop", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No /docs page: it loads its scripts from a CDN. The schema is at /openapi.json.
+    app = FastAPI(title="visionloop", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.visionloop = state
     add_error_handlers(app, state.metrics)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
@@ -114,11 +117,11 @@ def create_app(state: ServerState) -> FastAPI:
 async def predict_request(state: ServerState, request: Request) -> JSONResponse:
     model = state.holder.current  # this request's model, whatever a swap does meanwhile
     limits = state.config.serving.limits
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request_id_of(request)
     with state.batcher.expecting():
         body = await read_body(request, limits.max_request_bytes)
         uploads, options = await parse_body(request, body, limits.max_images_per_request)
-        images = await decode_off_the_loop(state, uploads, model)
+        images = await decode_uploads(state, uploads, model)
     batch = stack([image.pixels for image in images], model.meta.image_size)
     probs = await state.batcher.predict(model, batch)
     state.metrics.images.inc(len(images))
@@ -155,6 +158,12 @@ def answer(
     if options.get("probabilities"):
         entry["probabilities"] = probabilities(probs, classes)
     return entry
+
+
+def request_id_of(request: Request) -> str:
+    """The client's X-Request-ID when it is a plain token (it goes into the log), else new."""
+    given = request.headers.get("x-request-id", "")
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -282,7 +291,7 @@ def json_upload(index: int, entry: Any) -> Upload:
         ) from None
 
 
-async def decode_off_the_loop(
+async def decode_uploads(
     state: ServerState, uploads: list[Upload], model: LoadedModel
 ) -> list[ModelImage]:
     """Decode in the decoding threads; a small body on the loop itself, where it takes less
