@@ -61,7 +61,9 @@ class Stream:
 def server(registry_copy):
     running = Server(registry_copy.params, cwd=registry_copy.root)
     yield running
-    running.stop()
+    code = running.stop()
+    print(running.log)  # shown by pytest when the test failed
+    assert code == 0
 
 
 def current(server) -> dict:
