@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py --images 10000
 	$(BIN)/python -m bench.train --threads 1
 	$(BIN)/python bench/stack.py
+	$(BIN)/python -m bench.serve --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -84,6 +84,7 @@ def make_repo(tmp_path: Path, seeds: range | None = range(24)) -> Repo:
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["prepare"]["image_size"] = 16
     params["train"].update(epochs=2, log_model=False)  # the pipeline, not the model, is tested
+    params["serving"]["export"]["onnx"] = False  # likewise (tests/integration/serving has them)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     repo = Repo(path)
     repo.run("git", "init", "-q")

@@ -293,6 +293,69 @@ def stack_env(app: AppContext) -> None:
     click.echo("\n".join(control.env_lines(app.config)))
 
 
+RUNTIMES = click.Choice(["auto", "torch", "onnx", "int8"])
+MODEL_HELP = (
+    "A registry URI (models:/NAME@ALIAS, models:/NAME/VERSION) or a bundle folder "
+    "[default: serving.model, else models:/<registry.model_name>@champion]."
+)
+
+
+@cli.command("predict")
+@click.argument("paths", nargs=-1)
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP)
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="[default: serving.top_k]")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="preds.csv, .json or .jsonl [default: CSV on stdout].",
+)
+@click.option("--runtime", type=RUNTIMES, default=None, help="[default: serving.runtime]")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines.")
+@click.pass_obj
+def predict_command(
+    app: AppContext,
+    paths: tuple[str, ...],
+    model_uri: str | None,
+    top_k: int | None,
+    output: Path | None,
+    runtime: str | None,
+    quiet: bool,
+) -> None:
+    """Classify images: files, folders (recursive), globs, .zip/.tar archives.
+
+    One row per file: path, sha256, label, confidence, top-k, model and version; a file that
+    cannot be read or decoded gets its reason code in `error` and the batch goes on.
+    """
+    from visionloop.serving.batch import run_predict
+
+    _, summary = run_predict(
+        app.config, list(paths), model_uri, top_k, output, runtime, progress=not quiet
+    )
+    click.echo(summary, err=True)
+
+
+@cli.command("serve")
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP + " An @ALIAS is followed.")
+@click.option("--host", default=None, help="[default: serving.host, 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="[default: serving.port]")
+@click.option("--runtime", type=RUNTIMES, default=None, help="[default: serving.runtime]")
+@click.pass_obj
+def serve_command(
+    app: AppContext, model_uri: str | None, host: str | None, port: int | None, runtime: str | None
+) -> None:
+    """Serve the model over REST (POST /v1/predict, GET /v1/model, /healthz, /metrics).
+
+    With an @ALIAS (default @champion) the server polls the registry every
+    serving.poll_seconds and swaps to the new version once it passed its integrity and smoke
+    checks; requests in flight finish on the model they started with.
+    """
+    from visionloop.serving.server import serve
+
+    serve(app.config, model_uri=model_uri, host=host, port=port, runtime=runtime)
+
+
 def main() -> None:
     apply_offline_defaults()
     cli.main(prog_name="visionloop")

@@ -309,6 +309,62 @@ class StackConfig(Section):
     startup_timeout_seconds: float = Field(180, gt=0)  # per server; migrations on a fresh DB
 
 
+class ServingLimits(Section):
+    """What one request may carry; beyond these the server answers 413/400 with a reason code."""
+
+    # Whole request body (multipart, JSON or a raw image): a phone photo is 3-12 MB.
+    max_request_bytes: int = Field(50_000_000, ge=1)
+    max_images_per_request: int = Field(64, ge=1)
+    # width x height cap per image (decompression bombs); 50 MP covers 48 MP phone cameras.
+    max_pixels: int = Field(50_000_000, ge=1)
+    # Requests handled at once; more get 503 (bounds memory: each holds up to one body).
+    max_concurrency: int = Field(64, ge=1)
+
+
+class ServingBatching(Section):
+    """Micro-batching of concurrent requests into one forward pass."""
+
+    max_batch: int = Field(64, ge=1)  # images per forward pass
+    # Wait at most this long for more images, and only while other requests are on their
+    # way (a lone request never waits): a few ms buys batching under load.
+    max_wait_ms: float = Field(5.0, ge=0, le=1000)
+
+
+class ServingExport(Section):
+    """The ONNX fp32 and int8 models built at registration (serving.runtime onnx | int8)."""
+
+    onnx: bool = True  # export at registration; off: only the torch runtime is available
+    calibration_images: int = Field(256, ge=1)  # training-cache images for int8 calibration
+    # fp32 ONNX counts as faithful when no probability differs from torch's by more.
+    max_prob_diff: float = Field(1e-4, gt=0, le=1)
+    # Test images the exports are checked on (evenly spaced); 0 = the whole test split.
+    # Bounds registration time on a CPU with a large test set and a large network.
+    max_check_images: int = Field(5000, ge=0)
+
+
+class ServingConfig(Section):
+    # A registry URI (models:/NAME@ALIAS, models:/NAME/VERSION) or a bundle folder;
+    # "" = models:/<registry.model_name>@champion, followed as the alias moves.
+    model: str = ""
+    # auto: int8 when usable, else ONNX fp32 when faithful, else torch.
+    runtime: Literal["auto", "torch", "onnx", "int8"] = "auto"
+    host: str = "127.0.0.1"  # loopback: put a proxy in front to expose it
+    port: int = Field(8000, ge=0, le=65535)  # 0: any free port (printed at start)
+    top_k: int = Field(5, ge=1)  # labels with probabilities in every answer
+    batch_size: int = Field(64, ge=1)  # visionloop predict: images per forward pass
+    workers: int = Field(0, ge=0)  # decoding threads; 0 = one per CPU core (at most 8)
+    poll_seconds: float = Field(30.0, gt=0)  # how often serve asks the registry for @champion
+    # int8 is usable only when its top-1 on the test split is at most this far below
+    # fp32's (a fraction: 0.005 = half a point).
+    max_int8_drop: float = Field(0.005, ge=0, le=1)
+    keep_images: bool = False  # also store each served image, by content, in image_store
+    prediction_log: ProjectPath = Path("data/serving/predictions")  # one JSONL file per day
+    image_store: ProjectPath = Path("data/serving/images")
+    limits: ServingLimits = ServingLimits()
+    batching: ServingBatching = ServingBatching()
+    export: ServingExport = ServingExport()
+
+
 class Config(Section):
     root: Path = Field(Path("."), exclude=True)
     data: DataConfig = DataConfig()
@@ -320,6 +376,7 @@ class Config(Section):
     registry: RegistryConfig = RegistryConfig()
     flows: FlowsConfig = FlowsConfig()
     stack: StackConfig = StackConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 def load_config(

@@ -20,6 +20,8 @@ ALPHA_BACKGROUND = (255, 255, 255)
 EXIF_ORIENTATION = 0x0112
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 _ALPHA_MODES = ("RGBA", "LA", "PA")
+# Pillow format name -> extension of a file stored by content (raw store, serving's store).
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif"}
 
 
 class FormatNotAllowed(ValueError):

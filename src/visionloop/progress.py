@@ -35,16 +35,29 @@ def _console():
     return Console(stderr=True)
 
 
-def track(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
-    """A bar with counts and ETA on a terminal; nothing at all when not on a TTY."""
-    if not enabled or resolve_mode("auto") != "bar" or total < MIN_ITEMS_FOR_A_BAR:
+def track(
+    items: Iterable[T], total: int, description: str, enabled: bool = True, every: int = 0
+) -> Iterator[T]:
+    """A bar with counts and ETA on a terminal; off a terminal nothing, or with `every` > 0
+    one line `description: done/total` to stderr every that many items."""
+    if not enabled:
         yield from items
+        return
+    if resolve_mode("auto") != "bar" or total < MIN_ITEMS_FOR_A_BAR:
+        yield from _lines(items, total, description, every)
         return
     from rich.progress import track as rich_track
 
     yield from rich_track(
         items, description=description, total=total, console=_console(), transient=True
     )
+
+
+def _lines(items: Iterable[T], total: int, description: str, every: int) -> Iterator[T]:
+    for done, item in enumerate(items, start=1):
+        yield item
+        if every and done % every == 0 and done < total:
+            print(f"{description}: {done}/{total}", file=sys.stderr, flush=True)
 
 
 class Progress(AbstractContextManager):

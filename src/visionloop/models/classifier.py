@@ -1,11 +1,14 @@
 """A network with its preprocessing, loaded from a bundle: uint8 images in, probabilities out.
 
-Evaluation, the gate, the registry's smoke test and the MLflow pyfunc model all predict
-through `Classifier.predict_proba`, so every consumer feeds the network the same way.
+Evaluation, the gate, the registry's smoke test, the MLflow pyfunc model and every serving
+runtime (torch, ONNX, int8) predict through `predict_with`: the one rule that checks the
+batch, normalises it (`model_input`), applies the bundle's test-time augmentation and turns
+logits into probabilities. Only the function that maps a normalised batch to logits differs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,37 +18,64 @@ from torch import nn
 from visionloop.artifacts.bundle import BundleMeta, read_meta, read_weights
 from visionloop.models.zoo import build_model
 
+# A normalised float32 (N, 3, H, W) batch -> logits (N, classes), on the CPU.
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_batch(images: np.ndarray, size: int) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(
+            f"expected uint8 images of shape (N, {size}, {size}, 3), "
+            f"got {images.dtype} {images.shape}"
+        )
+
+
+def model_input(images: np.ndarray, meta: BundleMeta, device: str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W, 3) at the bundle's image size -> normalised float (N, 3, H, W)."""
+    check_batch(images, meta.image_size)
+    # A copy: the batch may be a read-only memmap slice, which torch will not wrap.
+    batch = torch.from_numpy(np.array(images, dtype=np.uint8)).to(device)
+    batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def predict_with(
+    logits_of: LogitsFn, images: np.ndarray, meta: BundleMeta, batch_size: int, device: str = "cpu"
+) -> np.ndarray:
+    """Class probabilities (N, classes) float32, `batch_size` images per call of `logits_of`.
+
+    With the bundle's `tta: flip`, each image's probabilities are averaged with those of its
+    horizontal mirror (bundles without the field predict the image alone).
+    """
+    check_batch(images, meta.image_size)
+    flip = getattr(meta, "tta", "none") == "flip"
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = model_input(images[start : start + batch_size], meta, device)
+            probs = torch.softmax(logits_of(batch).float(), dim=1)
+            if flip:
+                probs = (probs + torch.softmax(logits_of(batch.flip(3)).float(), dim=1)) / 2
+            outputs.append(probs.cpu())
+    if not outputs:
+        return np.zeros((0, len(meta.classes)), dtype=np.float32)
+    return torch.cat(outputs).numpy().astype(np.float32)
+
 
 class Classifier:
     def __init__(self, module: nn.Module, meta: BundleMeta, device: str = "cpu") -> None:
         self.module = module.to(device).eval()
         self.meta = meta
         self.device = device
-        self._mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
-        self._std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
 
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) at the bundle's image size -> normalised float (N, 3, H, W)."""
-        size = self.meta.image_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise ValueError(
-                f"expected uint8 images of shape (N, {size}, {size}, 3), "
-                f"got {images.dtype} {images.shape}"
-            )
-        # A copy: the batch may be a read-only memmap slice, which torch will not wrap.
-        batch = torch.from_numpy(np.array(images, dtype=np.uint8)).to(self.device)
-        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
-        return (batch - self._mean) / self._std
+        return model_input(images, self.meta, self.device)
 
-    @torch.inference_mode()
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        outputs = [
-            torch.softmax(self.module(self.to_input(images[i : i + batch_size])), dim=1).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-        if not outputs:
-            return np.zeros((0, len(self.meta.classes)), dtype=np.float32)
-        return torch.cat(outputs).numpy().astype(np.float32)
+        return predict_with(self.module, images, self.meta, batch_size, self.device)
 
 
 def load_bundle(folder: Path, device: str = "cpu") -> Classifier:

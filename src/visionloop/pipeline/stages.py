@@ -71,7 +71,16 @@ STAGES: dict[str, Stage] = {
     "gate": Stage(
         name="gate",
         module="visionloop.promotion.gate",
-        params=("gate", "evaluate.batch_size", "prepare.dir", "train.dir", "registry"),
+        # serving.export and max_int8_drop: registering (act_in_pipeline) builds the exports
+        params=(
+            "gate",
+            "evaluate.batch_size",
+            "prepare.dir",
+            "train.dir",
+            "registry",
+            "serving.max_int8_drop",
+            "serving.export",
+        ),
         summary="Judge the candidate against the registry's champion; write the verdict.",
     ),
 }

@@ -131,18 +131,30 @@ def load_champion(config: Config) -> Champion | None:
 
 
 def smoke_test(config: Config, version: str) -> None:
-    """Load a registered version as any MLflow user would and check one prediction's sanity."""
+    """Load a registered version as any MLflow user would, send it a few encoded images
+    through its signature, and check the answer's sanity."""
     from mlflow.exceptions import MlflowException
+
+    from visionloop.promotion.pyfunc import encoded_frame, output_probabilities
 
     images = smoke_images(config)
     try:
-        probs = load_version_pyfunc(config, version).predict(images).to_numpy()
-    except (MlflowException, OSError, RuntimeError, ValueError) as exc:
+        model = load_version_pyfunc(config, version)
+        probs = output_probabilities(model.predict(encoded_frame(images)))
+    except (MlflowException, OSError, RuntimeError, ValueError, KeyError) as exc:
         raise VisionloopError(f"v{version} failed its smoke prediction: {exc}") from None
-    if probs.shape[0] != len(images) or not np.all(np.isfinite(probs)):
-        raise VisionloopError(f"v{version} failed its smoke prediction: bad output {probs.shape}")
+    problem = implausible_probabilities(probs, len(images))
+    if problem:
+        raise VisionloopError(f"v{version} failed its smoke prediction: {problem}")
+
+
+def implausible_probabilities(probs: np.ndarray, rows: int) -> str | None:
+    """What is wrong with a model's answer to `rows` images, or None when it looks sane."""
+    if probs.ndim != 2 or probs.shape[0] != rows or not np.all(np.isfinite(probs)):
+        return f"bad output {probs.shape} (finite: {bool(np.all(np.isfinite(probs)))})"
     if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-        raise VisionloopError(f"v{version} failed its smoke prediction: rows do not sum to 1")
+        return "rows do not sum to 1"
+    return None
 
 
 def smoke_images(config: Config) -> np.ndarray:
@@ -177,20 +189,30 @@ def _register(client, config: Config, bundle_dir: Path, digest: str) -> str:
 def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> str:
     import mlflow
 
+    from visionloop.artifacts.exports import report_tags
     from visionloop.promotion.pyfunc import log_bundle_model
+    from visionloop.serving.export import log_exports
 
     evaluated = evaluation_of(config.evaluate.dir, digest)
     run_id = candidate.read_run_id(config.train.dir) or (evaluated[1] if evaluated else None)
     with start_run(config, run_id, "register"):
-        info = log_bundle_model(bundle_dir)
+        info = log_bundle_model(bundle_dir, smoke_images(config)[0], pyfunc_settings(config))
+        exported = log_exports(config, bundle_dir, digest)
     ensure_registered_model(client, config.registry.model_name)
     # Tags go in with the version (one call), so a version is never seen without gate=pending.
     version = mlflow.register_model(
         info.model_uri,
         config.registry.model_name,
-        tags=registration_tags(config, digest, evaluated),
+        tags={**registration_tags(config, digest, evaluated), **report_tags(exported)},
     )
     return version_of(version)
+
+
+def pyfunc_settings(config: Config) -> dict[str, Any]:
+    """The decode rules and default top-k the MLflow model applies wherever it is loaded."""
+    from visionloop.serving.inputs import image_rules, rules_as_dict
+
+    return {"image_rules": rules_as_dict(image_rules(config)), "top_k": config.serving.top_k}
 
 
 def registration_tags(

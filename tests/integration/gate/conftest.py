@@ -10,18 +10,13 @@ import pytest
 import yaml
 
 from tests.helpers import REPO_PARAMS
-from tests.integration.gate.trained import test_split, train_bundles
+from tests.integration.gate.trained import test_split
 from visionloop.artifacts.prepared import write_prepared_split
 from visionloop.config import Config, load_config
 
 # Floors the briefly trained "weak" digits model (top-1 ~0.7) clears and the label-shuffled
 # one (~0.1) does not.
 TEST_GATE = {"min_top1": 0.5, "min_class_recall": 0.1, "max_class_recall_drop": 0.15}
-
-
-@pytest.fixture(scope="session")
-def bundles(tmp_path_factory) -> dict[str, Path]:
-    return train_bundles(tmp_path_factory.mktemp("bundles"))
 
 
 def path_overrides(root: Path) -> dict:
@@ -36,6 +31,9 @@ def path_overrides(root: Path) -> dict:
             "artifact_dir": str(root / "artifacts"),
             "dir": str(root / "registry"),
         },
+        # These tests judge and move versions; the ONNX exports that registration also
+        # builds (a few seconds a version) are tested in tests/integration/serving.
+        "serving": {"export": {"onnx": False}},
     }
 
 

@@ -20,6 +20,7 @@ from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.artifacts.verdict import read_verdict
 from visionloop.errors import VisionloopError
 from visionloop.models.classifier import load_bundle
+from visionloop.promotion.pyfunc import output_probabilities
 from visionloop.promotion.registry import (
     CHALLENGER,
     CHAMPION,
@@ -109,11 +110,15 @@ def test_clearly_better_model_passes_and_the_champion_loads_by_alias(project):
     expected = load_bundle(project.bundles["good"]).predict_proba(images)
     encoded = pd.DataFrame({"image": [png_bytes(image) for image in images]})
     from_bytes = model.predict(encoded)
-    assert list(from_bytes.columns) == list(CLASSES)
-    assert np.allclose(from_bytes.to_numpy(), expected, atol=1e-5)
-    assert np.allclose(model.predict(images).to_numpy(), expected, atol=1e-5)
+    assert list(from_bytes.columns) == ["label", "confidence", "top_k", "probabilities"]
+    assert list(from_bytes["probabilities"][0]) == list(CLASSES)
+    assert np.allclose(output_probabilities(from_bytes), expected, atol=1e-5)
+    assert list(from_bytes["label"]) == [CLASSES[i] for i in expected.argmax(1)]
+    # uint8 arrays go to the unwrapped model (the signature takes encoded images).
+    unwrapped = model.unwrap_python_model()
+    assert np.allclose(output_probabilities(unwrapped.predict(None, images)), expected, atol=1e-5)
     small = np.array([np.asarray(Image.fromarray(i).resize((8, 8))) for i in images])
-    assert model.predict(small).shape == (6, 10)  # other sizes are resized to the bundle's
+    assert len(unwrapped.predict(None, small)) == 6  # other sizes are resized to the bundle's
 
 
 def png_bytes(image: np.ndarray) -> bytes:

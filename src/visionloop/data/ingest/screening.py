@@ -13,10 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from visionloop.config import IngestConfig
 from visionloop.data.ingest.reasons import FileReason
-from visionloop.images import FormatNotAllowed, decode
-
-# Pillow format name -> extension of the stored file.
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "GIF": "gif"}
+from visionloop.images import EXTENSIONS, FormatNotAllowed, decode
 
 
 @dataclass(frozen=True)
@@ -40,21 +37,30 @@ class Screened:
 
 def screen(data: bytes, rules: IngestConfig) -> Screened:
     """Decode fully once, checking format and pixel cap before, and sides after."""
+    return screen_image(data, rules)[0]
+
+
+def screen_image(data: bytes, rules: IngestConfig) -> tuple[Screened, Image.Image | None]:
+    """`screen`, and the upright RGB image when it passed (None when it did not).
+
+    Serving decodes through this too, so a file ingest would quarantine is refused at
+    prediction time with the same reason.
+    """
     sha = hashlib.sha256(data).hexdigest()
     if not data:
-        return Screened(sha, FileReason.ZERO_BYTES)
+        return Screened(sha, FileReason.ZERO_BYTES), None
     try:
         decoded = decode(data, max_pixels=rules.max_pixels, formats=rules.formats)
     except UnidentifiedImageError:
-        return Screened(sha, FileReason.NOT_AN_IMAGE, "Pillow cannot identify the content")
+        return Screened(sha, FileReason.NOT_AN_IMAGE, "Pillow cannot identify the content"), None
     except FormatNotAllowed as exc:
-        return Screened(sha, FileReason.FORMAT_NOT_ALLOWED, str(exc))
+        return Screened(sha, FileReason.FORMAT_NOT_ALLOWED, str(exc)), None
     except Image.DecompressionBombError as exc:
-        return Screened(sha, FileReason.DECOMPRESSION_BOMB, str(exc))
+        return Screened(sha, FileReason.DECOMPRESSION_BOMB, str(exc)), None
     except OSError as exc:
-        return Screened(sha, _broken_reason(exc), str(exc))
+        return Screened(sha, _broken_reason(exc), str(exc)), None
     except (ValueError, SyntaxError, EOFError) as exc:  # Pillow raises these for broken headers
-        return Screened(sha, FileReason.CORRUPT, f"{type(exc).__name__}: {exc}")
+        return Screened(sha, FileReason.CORRUPT, f"{type(exc).__name__}: {exc}"), None
     width, height = decoded.image.size
     verdict = Screened(
         sha,
@@ -68,7 +74,8 @@ def screen(data: bytes, rules: IngestConfig) -> Screened:
         normalisation=";".join(decoded.steps),
         size=len(data),
     )
-    return _check_sides(verdict, rules)
+    verdict = _check_sides(verdict, rules)
+    return verdict, decoded.image if verdict.reason is None else None
 
 
 def _broken_reason(exc: OSError) -> FileReason:
