@@ -28,36 +28,48 @@ from visionloop.artifacts import prepared, raw_store
 from visionloop.artifacts.prepared import SPLITS, open_prepared_split, write_prepared_split
 from visionloop.artifacts.split_table import Row, read_split
 from visionloop.atomic import open_atomic, write_text_atomic
-from visionloop.config import Config, PrepareConfig
+from visionloop.config import Config
 from visionloop.errors import VisionloopError
 from visionloop.images import load_for_model
 from visionloop.progress import track
+from visionloop.training.recipe import choose_recipe, facts_from_tables
 
 SHARD_BYTES = 256 * 2**20  # decoded images held in memory before a shard is written
 
 
 def run(config: Config) -> dict[str, Any]:
-    """Decode what the cache lacks, then write every split and the train stats."""
+    """Decode what the cache lacks, then write every split and the train stats.
+
+    With `prepare.image_size: auto` the side comes from the recipe chooser, from the
+    manifest's image sizes and the split; the facts it used go into stats.json, so training
+    chooses the rest of its recipe from the same facts.
+    """
     params = config.prepare
     started = time.perf_counter()
     rows = [row for row in read_split(config.split.dir) if row.split in SPLITS]
     class_map_version, classes = raw_store.require_classes(config.data.raw_dir)
     index = class_indices(rows, classes)
-    cache = TensorCache(params.cache_dir / variant_key(params), params.image_size)
+    facts = facts_from_tables(raw_store.require_manifest(config.data.raw_dir), rows, classes)
+    size_choice = choose_recipe(facts, config).choices["prepare.image_size"]
+    size = size_choice.value
+    cache = TensorCache(params.cache_dir / variant_key(size, params.resize), size)
     missing = sorted({row.sha256 for row in rows} - cache.known())
-    decode_seconds = cache.add(config.data.raw_dir, missing, params)
+    decode_seconds = cache.add(config.data.raw_dir, missing, size, params.resize)
 
     counts = write_splits(params.dir, rows, index, cache)
     stats = {
         **prepared.channel_stats(open_prepared_split(params.dir, "train").images),
-        "image_size": params.image_size,
+        "image_size": size,
         "resize": params.resize,
         "classes": classes,
         "class_map_version": class_map_version,
         "images": counts,
+        "facts": facts.to_json(),
     }
     prepared.write_stats(params.dir, stats)
     return {
+        "image_size": size,
+        "image_size_reason": size_choice.reason or "set in params.yaml",
         "images": counts,
         "decoded": len(missing),
         "from_cache": len(rows) - len(missing),
@@ -96,10 +108,10 @@ def write_splits(
     return counts
 
 
-def variant_key(params: PrepareConfig) -> str:
+def variant_key(size: int, resize: str) -> str:
     """Cache folder name: changes when the size, the resize mode or the decode code change."""
     rule = Path(visionloop.images.__file__).read_bytes()
-    text = json.dumps({"size": params.image_size, "resize": params.resize}, sort_keys=True)
+    text = json.dumps({"size": size, "resize": resize}, sort_keys=True)
     return hashlib.sha256(text.encode() + rule).hexdigest()[:16]
 
 
@@ -126,7 +138,7 @@ class TensorCache:
     def known(self) -> set[str]:
         return set(self.index())
 
-    def add(self, raw_dir: Path, shas: list[str], params: PrepareConfig) -> float:
+    def add(self, raw_dir: Path, shas: list[str], size: int, resize: str) -> float:
         """Decode and store the given images; return the seconds spent."""
         if not shas:
             return 0.0
@@ -134,7 +146,7 @@ class TensorCache:
         paths = raw_store.locate_images(raw_dir, shas)
         per_shard = max(1, SHARD_BYTES // (self.size * self.size * 3))
         batches = [shas[start : start + per_shard] for start in range(0, len(shas), per_shard)]
-        load = partial(load_for_model, size=params.image_size, mode=params.resize)
+        load = partial(load_for_model, size=size, mode=resize)
         # Pillow releases the GIL while decoding and resizing, so threads use every core.
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             # one batch in flight at a time, so memory holds at most one shard

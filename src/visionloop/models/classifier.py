@@ -39,13 +39,20 @@ class Classifier:
 
     @torch.inference_mode()
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities, with the bundle's test-time augmentation (meta.tta)."""
         outputs = [
-            torch.softmax(self.module(self.to_input(images[i : i + batch_size])), dim=1).cpu()
+            self._probabilities(self.to_input(images[i : i + batch_size])).cpu()
             for i in range(0, len(images), batch_size)
         ]
         if not outputs:
             return np.zeros((0, len(self.meta.classes)), dtype=np.float32)
         return torch.cat(outputs).numpy().astype(np.float32)
+
+    def _probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.module(inputs), dim=1)
+        if self.meta.tta == "flip":
+            probs = (probs + torch.softmax(self.module(inputs.flip(3)), dim=1)) / 2
+        return probs
 
 
 def load_bundle(folder: Path, device: str = "cpu") -> Classifier:

@@ -52,3 +52,29 @@ def batches(
 
 def batch_count(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
+
+
+def balanced_indices(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """An epoch of len(labels) indices drawn with replacement, every class equally likely
+    (train.class_balance: balanced_sampler); a function of (seed, epoch) alone, so a resumed
+    run draws what an uninterrupted one does."""
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    rng = np.random.default_rng([seed, epoch])
+    return rng.choice(len(labels), size=len(labels), p=weights / weights.sum())
+
+
+def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This process's share; every process gets the same count (DDP steps in lockstep)."""
+    usable = len(indices) - len(indices) % world_size
+    return indices[rank:usable:world_size]
+
+
+def inverse_frequency_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class loss weights n / (k * n_c), so every class weighs the same in total
+    (train.class_balance: weighted_loss); classes without train images get weight 1."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
