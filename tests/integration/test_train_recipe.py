@@ -28,9 +28,15 @@ TINY = {"batch_size": 16, "log_model": False, "progress": "off", "seed": 0}
 def own_stores(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # never the user's cache
+    # Tiny batches: on a busy 2-core machine two threads wait on each other at every op.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-def config_for(tmp_path: Path, cache: dict[str, Path], **train):
+def config_for(tmp_path: Path, run: str, cache: dict[str, Path], **train):
+    """The repo's params on this cache; runs share one MLflow store, each its own folders."""
     return load_config(
         REPO_PARAMS,
         overrides={
@@ -41,8 +47,8 @@ def config_for(tmp_path: Path, cache: dict[str, Path], **train):
                 "artifact_dir": str(tmp_path / "artifacts"),
             },
             "train": {
-                "dir": str(tmp_path / "candidate"),
-                "checkpoint_dir": str(tmp_path / "checkpoints"),
+                "dir": str(tmp_path / run / "candidate"),
+                "checkpoint_dir": str(tmp_path / run / "checkpoints"),
                 **TINY,
                 **train,
             },
@@ -74,9 +80,9 @@ def test_weighted_loss_and_balanced_sampler_raise_the_rare_class_recall(tmp_path
     cache = imbalanced_cache(tmp_path / "data")
     recall = {}
     for balance in ("none", "weighted_loss", "balanced_sampler"):
-        folder = tmp_path / balance
         config = config_for(
-            folder,
+            tmp_path,
+            balance,
             cache,
             model="simple_cnn",
             class_balance=balance,
@@ -105,7 +111,7 @@ def test_imagenet_weights_from_the_hub_cache_freeze_then_unfreeze_and_flip_tta(t
     cache = write_digits_cache(tmp_path / "digits", size=32, per_class=6, fractions=(0.5, 0.5, 0))
     weights = write_imagenet_file("resnet18")
     frozen = config_for(
-        tmp_path / "frozen", cache, pretrained="torchvision", freeze="all", epochs=1, tta="flip"
+        tmp_path, "frozen", cache, pretrained="torchvision", freeze="all", epochs=1, tta="flip"
     )
     summary = train(frozen)
     assert summary["recipe"]["train.model"] == "resnet18"  # the recipe's pick for ImageNet weights
@@ -123,7 +129,7 @@ def test_imagenet_weights_from_the_hub_cache_freeze_then_unfreeze_and_flip_tta(t
     assert np.allclose(bundle.predict_proba(images), expected.numpy(), atol=1e-6)
 
     thawed = config_for(
-        tmp_path / "thawed", cache, pretrained="torchvision", freeze="all", unfreeze_after=1,
+        tmp_path, "thawed", cache, pretrained="torchvision", freeze="all", unfreeze_after=1,
         epochs=2, early_stopping={"patience": 5},
     )  # fmt: skip
     train(thawed)
