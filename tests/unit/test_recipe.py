@@ -39,7 +39,7 @@ def test_digits_get_the_glyph_recipe_the_quality_test_was_tuned_on():
     assert chosen["train.augment.hflip"] is False and chosen["train.augment.policy"] == "none"
     assert chosen["train.augment.crop_scale"] == (0.8, 1.0)
     assert chosen["train.augment.crop_ratio"] == (0.9, 1.1)
-    assert chosen["train.label_smoothing"] == 0.0 and chosen["train.ema_decay"] == 0.0
+    assert chosen["train.label_smoothing"] == 0.0 and chosen["train.ema_decay"] == 0.975
     assert chosen["train.class_balance"] == "none" and chosen["train.tta"] == "none"
 
 
