@@ -112,3 +112,15 @@ def test_fit_square_rules():
     assert fit_square(wide.resize((10, 10)), 10, "crop").size == (10, 10)
     with pytest.raises(ValueError, match="resize mode"):
         fit_square(wide, 10, "zoom")
+
+
+def test_auto_image_size_comes_from_the_recipe_and_its_facts_go_to_stats(tmp_path):
+    config = prepared_dataset(tmp_path, image_size="auto")  # 40x24 sources, a third grey
+    summary = run_prepare(config)
+    assert summary["image_size"] == 32 and "upscaled to 32" in summary["image_size_reason"]
+    stats = json.loads((config.prepare.dir / "stats.json").read_text())
+    assert stats["image_size"] == 32
+    facts = stats["facts"]
+    assert facts["short_side"] == 24 and facts["classes"] == 2
+    assert sum(facts["train_per_class"]) == len(open_prepared_split(config.prepare.dir, "train"))
+    assert open_prepared_split(config.prepare.dir, "train").images.shape[1:] == (32, 32, 3)

@@ -271,7 +271,9 @@ def choose_recipe(facts: DataFacts, config: Config) -> Recipe:
 
 
 def image_size_rule(facts: DataFacts) -> tuple[int, str]:
-    side = max(SMALLEST_SIDE, _round_up(facts.short_side, SIDE_STEP))
+    side = _round_up(facts.short_side, SIDE_STEP)
+    if side < SMALLEST_SIDE:
+        return SMALLEST_SIDE, f"small images, upscaled to {SMALLEST_SIDE} px (the networks' floor)"
     if facts.kind == "glyphs":
         return side, "glyphs at their own size"
     if side <= PHOTO_SIDE:
