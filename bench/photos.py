@@ -56,7 +56,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--keep", help="work in this folder and keep it")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser.parse_args()
+    # On a loaded 2-core machine two OpenMP threads spin-wait on each other at every op and
+    # burn 3-5x the CPU; --threads 1 keeps a shared machine's figures meaningful.
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS [torch's]")
+    args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    return args
 
 
 def measure(dataset: Path, project: Path, per_class: int | None, sets: list[str]) -> dict:
@@ -72,6 +78,7 @@ def measure(dataset: Path, project: Path, per_class: int | None, sets: list[str]
         "dataset": str(dataset),
         "files_copied": copied,
         "overrides": sets,
+        "threads": os.environ.get("OMP_NUM_THREADS", "torch's default"),
         "repro_seconds": round(repro_seconds, 1),
         **results(project),
         "same_split_baseline": same_split_svc(project),
@@ -196,6 +203,7 @@ def report(result: dict) -> str:
     ]
     if result["overrides"]:
         lines.append(f"overrides: {' '.join(result['overrides'])}")
+    lines.append(f"threads: {result['threads']}")
     return "\n".join(lines)
 
 
