@@ -7,8 +7,9 @@
 For each input size (64 and 224 px) and model (resnet18, resnet50) it trains a few dozen
 steps two ways on the same synthetic photos:
 
-- ours: the prepared uint8 cache moved to the GPU once (visionloop.artifacts.prepared
-  format), batches gathered there, augmentation on the GPU (visionloop.training.augment:
+- ours: the train stage's path: the prepared cache (visionloop.artifacts.prepared, written
+  and memory-mapped as prepare does) moved to the GPU once by visionloop.training.data's
+  TrainImages, batches gathered there, augmentation on the GPU (visionloop.training.augment:
   random resized crop + flip + normalisation), AMP bf16, channels_last, AdamW;
 - naive: the seed's loop, torchvision ImageFolder over JPEG files + ToTensor + a DataLoader
   with worker processes, fp32, decoding every image every step.
@@ -89,8 +90,9 @@ def run_all(args: argparse.Namespace, device: str) -> dict:
         for size in args.sizes:
             images, labels = synthetic_photos(images_needed(args), size)
             folder = write_jpegs(work / f"jpeg-{size}", images, labels)
+            cache = prepared_cache(work / f"prepared-{size}", images, labels)
             for arch in args.models:
-                ours = train_from_cache(arch, images, labels, args, device)
+                ours = train_from_cache(arch, cache, args, device)
                 naive = train_naive(arch, folder, args, device)
                 run = {"size": size, "model": arch, "ours": ours, "naive": naive}
                 run["speedup"] = ours["images_per_s"] / naive["images_per_s"]
@@ -132,6 +134,15 @@ def synthetic_photos(count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     tint = torch.from_numpy(labels * 20.0).view(-1, 1, 1, 1)
     images = (smooth + tint).clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
     return images, labels
+
+
+def prepared_cache(folder: Path, images: np.ndarray, labels: np.ndarray):
+    """The images as the prepare stage leaves them: a memory-mapped uint8 train split."""
+    from visionloop.artifacts.prepared import open_prepared_split, write_prepared_split
+
+    shas = [f"{index:064x}" for index in range(len(labels))]
+    write_prepared_split(folder, "train", images, labels, shas)
+    return open_prepared_split(folder, "train")
 
 
 def write_jpegs(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
@@ -202,12 +213,7 @@ def model_and_optimizer(
 
 
 def train_from_cache(
-    arch: str,
-    images: np.ndarray,
-    labels: np.ndarray,
-    args: argparse.Namespace,
-    device: str,
-    ddp_device: int | None = None,
+    arch: str, cache, args: argparse.Namespace, device: str, ddp_device: int | None = None
 ) -> dict:
     """Our path: the uint8 cache on the device once, GPU augmentation, bf16, channels_last."""
     import torch
@@ -215,26 +221,26 @@ def train_from_cache(
 
     from visionloop.config import AugmentConfig
     from visionloop.training.augment import Augment
+    from visionloop.training.data import TrainImages
 
-    size = images.shape[1]
+    size = cache.images.shape[1]
     model, optimizer = model_and_optimizer(arch, size, device, True, ddp_device)
     augment_config = AugmentConfig(
         crop_scale=(0.35, 1.0), crop_ratio=(0.75, 1.333), hflip=True, policy="none"
     )
     augment = Augment(augment_config, (0.5,) * 3, (0.25,) * 3, CLASSES, torch.device(device), True)
-    cache = torch.from_numpy(images).to(device).permute(0, 3, 1, 2)  # once: N x 3 x S x S uint8
-    targets = torch.from_numpy(labels).to(device)
+    source = TrainImages(cache, torch.device(device))  # on CUDA: moved to the GPU once, here
+    order = np.random.default_rng(0).integers(0, len(cache), args.batch * (WARMUP + args.steps))
     amp = device == "cuda"
     clock = StepClock(device)
-    generator = torch.Generator(device=device).manual_seed(0)
-    for step in range(WARMUP + args.steps):
+    for step, (images, labels) in enumerate(source.batches(order, args.batch)):
         if step == WARMUP:
             synchronize(device)
             started = time.perf_counter()
             clock = StepClock(device)
-        chosen = torch.randint(0, len(cache), (args.batch,), device=device, generator=generator)
         clock.start()
-        x, y = augment.train_batch(cache[chosen], targets[chosen])
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        x, y = augment.train_batch(images, labels)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -247,6 +253,7 @@ def train_from_cache(
         "images_per_s": args.steps * args.batch / wall,
         "busy": clock.busy_fraction(wall),
         "amp": "bf16" if amp else "off",
+        "cache_on_device": source.on_device,
     }
 
 
@@ -331,7 +338,12 @@ def ddp_worker(args: argparse.Namespace) -> None:
     dist.init_process_group("nccl")
     images, labels = synthetic_photos(images_needed(args), args.sizes[0])
     share = slice(rank, None, dist.get_world_size())
-    result = train_from_cache(args.models[0], images[share], labels[share], args, "cuda", local)
+    folder = Path(tempfile.mkdtemp(prefix=f"vl-bench-gpu-rank{rank}-"))
+    try:
+        cache = prepared_cache(folder, images[share], labels[share])
+        result = train_from_cache(args.models[0], cache, args, "cuda", local)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     totals = torch.tensor([result["images_per_s"]], device="cuda")
     dist.all_reduce(totals)
     if rank == 0:

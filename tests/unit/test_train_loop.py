@@ -9,7 +9,7 @@ from visionloop.artifacts.prepared import PreparedSplit, channel_stats
 from visionloop.config import AugmentConfig, TrainConfig
 from visionloop.models.zoo import build_model
 from visionloop.training.augment import Augment
-from visionloop.training.data import batches
+from visionloop.training.data import TrainImages, batches
 from visionloop.training.loop import train_one_epoch, validate
 from visionloop.training.optim import build_optimizer, build_scheduler
 from visionloop.training.runtime import Runtime
@@ -78,3 +78,21 @@ def test_channel_stats_of_a_known_image():
     mean, std = stats["mean"], stats["std"]
     assert mean[0] == pytest.approx(0.5) and std[0] == pytest.approx(0.5)
     assert mean[1] == 0.0 and std[1] == 1.0  # a constant channel is left unscaled
+
+
+def test_train_images_give_the_memmap_batches_on_a_cpu(tiny):
+    source = TrainImages(tiny, torch.device("cpu"))
+    assert not source.on_device
+    order = [3, 1, 2, 0]
+    for (a, la), (b, lb) in zip(source.batches(order, 3), batches(tiny, order, 3), strict=True):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_train_images_move_the_split_to_the_gpu_once_and_gather_there(tiny):
+    source = TrainImages(tiny, torch.device("cuda"))
+    assert source.on_device
+    order = [3, 1, 2, 0]
+    for (a, la), (b, lb) in zip(source.batches(order, 3), batches(tiny, order, 3), strict=True):
+        assert a.is_cuda and torch.equal(a.cpu(), b) and torch.equal(la.cpu(), lb)

@@ -1,7 +1,9 @@
 """Reading the prepared cache for training: the class map, square image sizes, batches.
 
 Batches are gathered straight from the memory-mapped uint8 cache, so an epoch never decodes
-an image and memory stays bounded by the batch, whatever the dataset's size.
+an image and memory stays bounded by the batch, whatever the dataset's size. On a GPU the
+uint8 train split is moved to the device once when it fits (`TrainImages`): batches are then
+gathered there, with no host work and no host-to-device copy per step.
 """
 
 from __future__ import annotations
@@ -48,6 +50,42 @@ def batches(
         chosen = indices[start : start + batch_size]
         images = torch.from_numpy(np.ascontiguousarray(split.images[chosen]))
         yield images.permute(0, 3, 1, 2), torch.from_numpy(split.labels[chosen])
+
+
+GPU_CACHE_SHARE = 0.5  # at most this share of the free GPU memory holds the train split
+COPY_CHUNK = 4096  # images copied to the GPU at a time (host memory stays bounded)
+
+
+class TrainImages:
+    """Where the train batches come from: the GPU copy of the split, or the memmap."""
+
+    def __init__(self, split: PreparedSplit, device: torch.device) -> None:
+        self.split = split
+        self.images: torch.Tensor | None = None  # uint8 N x H x W x 3 on the device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if split.images.nbytes <= GPU_CACHE_SHARE * free:
+                self.images = torch.empty(split.images.shape, dtype=torch.uint8, device=device)
+                for start in range(0, len(split), COPY_CHUNK):
+                    chunk = np.ascontiguousarray(split.images[start : start + COPY_CHUNK])
+                    self.images[start : start + len(chunk)] = torch.from_numpy(chunk)
+                self.labels = torch.from_numpy(split.labels).to(device)
+
+    @property
+    def on_device(self) -> bool:
+        return self.images is not None
+
+    def batches(
+        self, indices: list[int] | np.ndarray, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 N x 3 x H x W, int64 labels) in the given order, as `batches` gives them;
+        on the GPU the images are a channels-last view of the cache's N x H x W x 3 rows."""
+        if self.images is None:
+            yield from batches(self.split, indices, batch_size)
+            return
+        order = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.images.device)
+        for chosen in order.split(batch_size):
+            yield self.images[chosen].permute(0, 3, 1, 2), self.labels[chosen]
 
 
 def batch_count(n: int, batch_size: int) -> int:

@@ -41,9 +41,9 @@ from visionloop.training.checkpoint import (
     save_checkpoint,
 )
 from visionloop.training.data import (
+    TrainImages,
     balanced_indices,
     batch_count,
-    batches,
     image_size_of,
     inverse_frequency_weights,
     read_class_map,
@@ -110,6 +110,7 @@ class Session:
         # From here on every auto is resolved: the run depends on concrete values only.
         self.cfg = cfg = self.recipe.apply(config.train)
         self.mean, self.std = self._normalisation()
+        self.train_images = TrainImages(self.train_split, runtime.device)
         self.model = _build(cfg, num_classes, self.image_size, runtime)
         self.frozen = cfg.freeze != "none"
         self.net = _wrap(self.model, cfg, runtime)
@@ -129,10 +130,7 @@ class Session:
         self.augment = Augment(
             cfg.augment, self.mean, self.std, num_classes, runtime.device, cfg.channels_last
         )
-        self.class_weights = None
-        if cfg.class_balance == "weighted_loss":
-            weights = inverse_frequency_weights(self.train_split.labels, num_classes)
-            self.class_weights = torch.tensor(weights, dtype=torch.float32, device=runtime.device)
+        self.class_weights = loss_weights(cfg, self.train_split.labels, num_classes, runtime)
         self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         es = cfg.early_stopping
         self.early = EarlyStopping(es.mode, es.patience, es.min_delta)
@@ -168,7 +166,7 @@ class Session:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.early.load_state_dict(state["early_stopping"])
-        if self.ema is not None:
+        if self.ema is not None and state.get("ema") is not None:  # else it starts from here
             self.ema.load_state_dict(state["ema"])
         self.best_state = state["best_model"]
         self.history = list(state["history"])
@@ -202,7 +200,7 @@ class Session:
         progress.start_epoch(self.epoch, cfg.epochs, self.steps_per_epoch)
         metrics = train_one_epoch(
             self.net,
-            batches(self.train_split, self.epoch_indices(self.epoch), cfg.batch_size),
+            self.train_images.batches(self.epoch_indices(self.epoch), cfg.batch_size),
             self.augment,
             self.optimizer,
             self.scheduler,
@@ -243,6 +241,16 @@ class Session:
         self.frozen = False
         if self.runtime.distributed:  # DDP registers its hooks for trainable parameters only
             self.net = _wrap(self.model, cfg, self.runtime)
+
+
+def loss_weights(
+    cfg: TrainConfig, labels: np.ndarray, num_classes: int, runtime: Runtime
+) -> torch.Tensor | None:
+    """Per-class loss weights for class_balance: weighted_loss, else None (plain loss)."""
+    if cfg.class_balance != "weighted_loss":
+        return None
+    weights = inverse_frequency_weights(labels, num_classes)
+    return torch.tensor(weights, dtype=torch.float32, device=runtime.device)
 
 
 def _build(cfg: TrainConfig, num_classes: int, image_size: int, runtime: Runtime) -> nn.Module:
