@@ -66,7 +66,8 @@ def _print_versions(config: Config, echo: Callable[[str], None]) -> None:
         aliases = ",".join(version["aliases"]) or "-"
         echo(
             f"  v{version['version']:<3} {aliases:<20} gate={version['gate']:<8} "
-            f"top1={version['top1'] or '?'}  {version['summary']}"
+            f"top1={version['top1'] or '?'} f1={version.get('f1_macro') or '?'} "
+            f"min_recall={version.get('min_class_recall') or '?'}  {version['summary']}"
         )
 
 

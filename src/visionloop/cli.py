@@ -165,6 +165,35 @@ def train_command(app: AppContext, resume: bool) -> None:
         echo_json(summary)
 
 
+@cli.group()
+def weights() -> None:
+    """Pretrained weights for `train.pretrained: torchvision` (torch hub's cache, TORCH_HOME)."""
+
+
+@weights.command("fetch")
+@click.argument("arch")
+def weights_fetch(arch: str) -> None:
+    """Download ARCH's torchvision ImageNet weights into torch hub's cache (needs the network
+    once; training then reads the cached file offline)."""
+    from visionloop.models.zoo import ZOO, fetch_weights
+
+    if arch not in ZOO:
+        raise VisionloopError(f"unknown model {arch!r}; choose one of {', '.join(sorted(ZOO))}")
+    click.echo(f"{arch}: {fetch_weights(arch)}")
+
+
+@weights.command("path")
+@click.argument("arch")
+def weights_path(arch: str) -> None:
+    """Where ARCH's cached weights are (or would be), and whether the file is there."""
+    from visionloop.models.zoo import ZOO, cached_weights_path
+
+    if arch not in ZOO:
+        raise VisionloopError(f"unknown model {arch!r}; choose one of {', '.join(sorted(ZOO))}")
+    path = cached_weights_path(arch)
+    click.echo(f"{path} ({'cached' if path.is_file() else 'missing'})")
+
+
 @cli.group(hidden=not STAGES)
 def stage() -> None:
     """Run one pipeline stage (what dvc.yaml's commands call)."""
@@ -203,7 +232,8 @@ def models_list(app: AppContext) -> None:
         aliases = ",".join(row["aliases"]) or "-"
         click.echo(
             f"v{row['version']:<4} {aliases:<22} gate={row['gate']:<9} "
-            f"top1={row['top1'] or '-':<8} {row['created']}  {row['summary']}"
+            f"top1={row['top1'] or '-':<8} f1={row.get('f1_macro') or '-':<8} "
+            f"min_recall={row.get('min_class_recall') or '-':<8} {row['created']}  {row['summary']}"
         )
 
 

@@ -174,9 +174,16 @@ class SplitConfig(Section):
     near_duplicate_distance: int = Field(4, ge=0, le=16)
 
 
+# A tunable that the recipe chooser (visionloop.training.recipe) fills in from the data when
+# it is left at "auto"; any value set in params.yaml wins.
+Auto = Literal["auto"]
+ImageSide = Annotated[int, Field(ge=8, le=1024)]
+
+
 class PrepareConfig(Section):
     dir: ProjectPath = Path("data/prepared")
-    image_size: int = Field(32, ge=8, le=1024)  # side of the square uint8 tensors
+    # Side of the square uint8 tensors, px; auto: from the images' sizes and count.
+    image_size: ImageSide | Auto = "auto"
     # crop: shorter side to image_size, centre crop; pad: longer side, pad with white;
     # stretch: both sides to image_size (changes the aspect ratio).
     resize: Literal["crop", "pad", "stretch"] = "crop"
@@ -188,10 +195,12 @@ class PrepareConfig(Section):
 
 
 class AugmentConfig(Section):
-    crop_scale: tuple[float, float] = (0.8, 1.0)  # random resized crop: area kept, low..high
-    crop_ratio: tuple[float, float] = (0.9, 1.1)  # and its aspect ratio range
-    hflip: bool = False  # only for classes that look the same mirrored (not digits)
-    policy: Literal["none", "trivialaugment", "randaugment"] = "none"
+    # random resized crop: area kept, low..high; auto: gentle for glyphs, wide for photos
+    crop_scale: tuple[float, float] | Auto = "auto"
+    crop_ratio: tuple[float, float] | Auto = "auto"  # and its aspect ratio range
+    hflip: bool | Auto = "auto"  # only for classes that look the same mirrored (not digits)
+    # photometric (and for the last two, geometric) policy; auto: colorjitter for photos
+    policy: Literal["auto", "none", "colorjitter", "trivialaugment", "randaugment"] = "auto"
     mixup_alpha: float = Field(0.0, ge=0)  # 0 turns mixup off
     cutmix_alpha: float = Field(0.0, ge=0)  # 0 turns cutmix off
 
@@ -199,7 +208,7 @@ class AugmentConfig(Section):
 class EarlyStoppingConfig(Section):
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     mode: Literal["max", "min"] = "max"
-    patience: int = Field(10, ge=1)  # epochs without improvement before stopping
+    patience: Annotated[int, Field(ge=1)] | Auto = "auto"  # epochs without improvement
     min_delta: float = Field(0.0, ge=0)  # smaller changes do not count as improvement
 
     @model_validator(mode="after")
@@ -215,10 +224,17 @@ class TrainConfig(Section):
     # Outside the DVC output on purpose: DVC deletes outputs before it reruns a stage.
     checkpoint_dir: ProjectPath = Path("models/checkpoints")
     seed: int = 0
-    model: str = "simple_cnn"
-    pretrained: ProjectPath | None = None  # a local state_dict or checkpoint; never downloaded
+    model: str = "auto"  # a name in visionloop.models.zoo.ZOO; auto: from the data
+    # torchvision: the architecture's ImageNet weights from torch hub's cache (TORCH_HOME);
+    # or a local state_dict / checkpoint file; null: random initialisation.
+    pretrained: Literal["torchvision"] | ProjectPath | None = None
+    allow_download: bool = False  # pretrained: torchvision may download a missing file
     freeze: str = "none"  # none | all (all but the head) | a layer name (freeze what precedes)
-    epochs: int = Field(30, ge=1)
+    unfreeze_after: int = Field(0, ge=0)  # epochs frozen, then all layers train; 0 = never
+    # Learning rate of everything but the head, as a fraction of lr; auto: 0.1 when
+    # fine-tuning pretrained weights, else 1.
+    backbone_lr_scale: Annotated[float, Field(gt=0, le=1)] | Auto = "auto"
+    epochs: Annotated[int, Field(ge=1)] | Auto = "auto"  # at most; auto: from optimiser steps
     batch_size: int = Field(64, ge=1)  # per process
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
@@ -229,7 +245,15 @@ class TrainConfig(Section):
     warmup_epochs: float = Field(1.0, ge=0)  # linear warm-up (cosine and step)
     step_epochs: int = Field(10, ge=1)  # step schedule: multiply lr by step_gamma every so often
     step_gamma: float = Field(0.1, gt=0, le=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] | Auto = "auto"
+    # Exponential moving average of the weights, per optimiser step; 0 = off.
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] | Auto = "auto"
+    # none | weighted_loss (class weights inverse to train counts) | balanced_sampler
+    # (every class drawn equally often); auto: from the train split's imbalance ratio.
+    class_balance: Literal["auto", "none", "weighted_loss", "balanced_sampler"] = "auto"
+    # Test-time augmentation recorded in the bundle, so evaluation, the gate, predict and
+    # serve all do the same: flip averages an image's and its mirror's probabilities.
+    tta: Literal["auto", "none", "flip"] = "auto"
     grad_clip: float = Field(0.0, ge=0)  # max gradient norm; 0 turns clipping off
     augment: AugmentConfig = AugmentConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
@@ -250,9 +274,14 @@ class EvaluateConfig(Section):
 
 class GateConfig(Section):
     dir: ProjectPath = Path("reports/gate")
-    # Absolute floors, applied to every candidate (the first model gets only these).
-    min_top1: float = Field(0.80, ge=0, le=1)
-    min_class_recall: float = Field(0.50, ge=0, le=1)
+    # Absolute floors, opt-in (null: not applied); when set they apply to every candidate.
+    # What is good enough depends on the dataset, so none is assumed.
+    min_top1: Annotated[float, Field(ge=0, le=1)] | None = None
+    min_class_recall: Annotated[float, Field(ge=0, le=1)] | None = None
+    # No champion yet: the candidate must beat each of these on the same test images,
+    # significantly (one-sided exact McNemar at alpha). majority: always the largest train
+    # class; logistic: logistic regression on 16x16 pixels (visionloop.promotion.baselines).
+    first_model_baselines: tuple[Literal["majority", "logistic"], ...] = ("majority", "logistic")
     # Candidate top-1 minus champion top-1 must be at least this: negative is a tolerance,
     # positive a required gain (which must then also be significant).
     min_gain: float = Field(0.0, ge=-1, le=1)
@@ -261,9 +290,22 @@ class GateConfig(Section):
     alpha: float = Field(0.05, gt=0, lt=0.5)
     bootstrap_samples: int = Field(2000, ge=100)
     seed: int = 0  # bootstrap RNG seed: the same inputs give the same verdict
-    # The champion was trained on another class map: "reject" the candidate, or judge it
-    # on the floors alone ("floors_only"); the verdict says which happened.
-    on_class_map_change: Literal["reject", "floors_only"] = "reject"
+    # The champion was trained on another class map, so it cannot be compared: "reject" the
+    # candidate, judge it as a "first_model" (baselines and floors), or on the floors alone
+    # ("floors_only", which needs a floor set); the verdict says which happened.
+    on_class_map_change: Literal["reject", "first_model", "floors_only"] = "reject"
+
+    @model_validator(mode="after")
+    def _floors_only_needs_a_floor(self) -> GateConfig:
+        if self.on_class_map_change == "floors_only" and not self.floors_set():
+            raise ValueError(
+                "on_class_map_change: floors_only needs min_top1 or min_class_recall set "
+                "(or use first_model)"
+            )
+        return self
+
+    def floors_set(self) -> bool:
+        return self.min_top1 is not None or self.min_class_recall is not None
 
 
 class RegistryConfig(Section):

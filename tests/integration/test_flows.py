@@ -44,7 +44,8 @@ def project(tmp_path_factory, harness) -> Repo:
     """A project whose champion was trained by `retrain` on the first demo drop."""
     repo = make_repo(tmp_path_factory.mktemp("flows"), seeds=None)
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
-    params["gate"].update(min_top1=0.5, min_class_recall=0.0)  # 2 epochs, but a real model
+    # 2 epochs, but a real model: floors it clears instead of the first-model baselines
+    params["gate"].update(min_top1=0.5, min_class_recall=0.0, first_model_baselines=[])
     params["flows"].update(settle_seconds=0, push_after_retrain=True)
     (repo.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     repo.run("visionloop", "data", "demo", "--out", str(repo.path / "held"))

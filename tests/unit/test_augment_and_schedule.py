@@ -10,11 +10,16 @@ from visionloop.training.augment import Augment, random_resized_crop
 from visionloop.training.optim import build_optimizer, build_scheduler
 
 MEAN, STD = (0.2, 0.3, 0.4), (0.5, 0.6, 0.7)
+# Values the recipe chooser would otherwise fill in (these functions take resolved params).
+AUGMENT = {"crop_scale": (0.8, 1.0), "crop_ratio": (0.9, 1.1), "hflip": False, "policy": "none"}
+RESOLVED = {"model": "simple_cnn", "backbone_lr_scale": 1.0}
 
 
 def test_normalisation_matches_the_bundle_at_prediction_time():
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
-    augment = Augment(AugmentConfig(), MEAN, STD, 10, torch.device("cpu"), channels_last=True)
+    augment = Augment(
+        AugmentConfig(**AUGMENT), MEAN, STD, 10, torch.device("cpu"), channels_last=True
+    )
     classifier = Classifier(
         build_model("simple_cnn", 10, 8), BundleMeta("simple_cnn", (), 8, MEAN, STD)
     )
@@ -41,7 +46,7 @@ def test_crops_differ_per_image_and_keep_the_shape():
 
 
 def test_mixup_gives_soft_targets_and_policies_run_on_uint8():
-    config = AugmentConfig(policy="trivialaugment", mixup_alpha=0.2)
+    config = AugmentConfig(**{**AUGMENT, "policy": "trivialaugment"}, mixup_alpha=0.2)
     augment = Augment(config, MEAN, STD, 10, torch.device("cpu"))
     images = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
     inputs, targets = augment.train_batch(images, torch.arange(20) % 10)
@@ -52,7 +57,13 @@ def test_mixup_gives_soft_targets_and_policies_run_on_uint8():
 @pytest.mark.parametrize("schedule", ["cosine", "step", "onecycle", "constant"])
 def test_learning_rate_schedules(schedule):
     config = TrainConfig(
-        schedule=schedule, lr=0.1, epochs=4, warmup_epochs=1, step_epochs=2, step_gamma=0.1
+        **RESOLVED,
+        schedule=schedule,
+        lr=0.1,
+        epochs=4,
+        warmup_epochs=1,
+        step_epochs=2,
+        step_gamma=0.1,
     )
     optimizer = build_optimizer(torch.nn.Linear(2, 2), config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch=10)
@@ -72,6 +83,6 @@ def test_learning_rate_schedules(schedule):
 
 
 def test_weight_decay_spares_biases():
-    optimizer = build_optimizer(torch.nn.Linear(2, 2), TrainConfig(weight_decay=0.1))
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), TrainConfig(**RESOLVED, weight_decay=0.1))
     decays = [(g["weight_decay"], [p.ndim for p in g["params"]]) for g in optimizer.param_groups]
     assert decays == [(0.1, [2]), (0.0, [1])]

@@ -4,6 +4,9 @@ import pytest
 from visionloop.artifacts.bundle import bundle_digest
 from visionloop.artifacts.verdict import verdict_markdown
 from visionloop.config import GateConfig
+from visionloop.promotion.baselines import Baseline
+from visionloop.promotion.baselines import logistic as logistic_baseline
+from visionloop.promotion.baselines import majority as majority_baseline
 from visionloop.promotion.gate import ModelOnTest, judge, mcnemar_exact, paired_bootstrap
 
 CLASSES = ("a", "b", "c")
@@ -118,3 +121,63 @@ def test_bundle_digest_follows_content(tmp_path):
     assert bundle_digest(tmp_path) == first
     (tmp_path / "weights.pt").write_bytes(b"2")
     assert bundle_digest(tmp_path) != first
+
+
+def baseline(name: str, predicted: np.ndarray) -> Baseline:
+    return Baseline(name, predicted, f"the {name} test baseline")
+
+
+def test_first_model_must_beat_each_baseline_significantly():
+    majority = baseline("majority", np.zeros_like(LABELS))  # one class of three: 1/3
+    logistic = baseline("logistic", wrong_on(range(0, 60)))  # wrong on half: 0.5
+    first = GateConfig()  # the defaults: no floors, both baselines
+    strong = judge(first, LABELS, model(wrong_on(range(0, 12))), None, [majority, logistic])
+    assert strong["mode"] == "first_model" and strong["passed"], strong["summary"]
+    assert set(strong["rules"]) == {"beats_majority", "beats_logistic"}
+    assert strong["rules"]["beats_logistic"]["value"] < 0.05
+    scores = strong["statistics"]["baselines"]
+    assert scores["logistic"]["top1"] == pytest.approx(0.5)
+    assert scores["majority"]["top1"] == pytest.approx(1 / 3)
+    assert "logistic (top-1 0.5000)" in strong["summary"]
+
+    # a little better than logistic regression, on other images: not significantly better
+    close = judge(first, LABELS, model(wrong_on(range(60, 114))), None, [majority, logistic])
+    assert not close["passed"] and failed(close) == {"beats_logistic"}
+    assert "failed: beats_logistic" in close["summary"]
+    text = verdict_markdown({**close, "test_set": {"n": len(LABELS)}})
+    assert "| logistic | 0.5 |" in text and "| beats_logistic | FAIL |" in text
+
+
+def test_floors_are_opt_in_and_add_to_the_first_model_rule():
+    assert GateConfig().min_top1 is None and GateConfig().min_class_recall is None
+    majority = baseline("majority", np.zeros_like(LABELS))
+    floored = GateConfig(min_top1=0.95)
+    verdict = judge(floored, LABELS, model(wrong_on(range(0, 12))), None, [majority])
+    assert set(verdict["rules"]) == {"top1_floor", "beats_majority"}
+    assert failed(verdict) == {"top1_floor"}  # 0.9 beats the majority but not the floor
+
+
+def test_class_map_change_can_judge_the_candidate_as_a_first_model():
+    champion = ModelOnTest(("a", "b"), "champ", None, "2")
+    policy = GateConfig(on_class_map_change="first_model")
+    majority = baseline("majority", np.zeros_like(LABELS))
+    verdict = judge(policy, LABELS, model(LABELS.copy()), champion, [majority])
+    assert verdict["mode"] == "class_map_changed" and verdict["passed"]
+    assert set(verdict["rules"]) == {"beats_majority"} and "first_model" in verdict["summary"]
+    with pytest.raises(ValueError, match="floors_only needs min_top1 or min_class_recall"):
+        GateConfig(on_class_map_change="floors_only")
+
+
+def test_baselines_fit_in_seconds_and_the_majority_is_the_largest_train_class():
+    from visionloop.artifacts.prepared import PreparedSplit
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    images = rng.integers(0, 40, (100, 24, 24, 3), dtype=np.uint8)
+    images[labels == 1, :, :12] = 220  # class 1: bright left half
+    images[labels == 2, :12] = 220  # class 2: bright top half
+    split = PreparedSplit(images, labels, tuple(str(i) for i in range(100)))
+    assert (majority_baseline(labels, 7).predicted == 0).all()
+    fitted = logistic_baseline([split], images[::10], seed=0)
+    assert (fitted.predicted == labels[::10]).mean() == 1.0
+    assert "16x16 RGB pixels" in fitted.description

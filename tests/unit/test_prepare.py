@@ -134,3 +134,15 @@ def test_decoding_in_worker_processes_gives_the_tensors_of_the_drop_files(tmp_pa
         prepared = open_prepared_split(config.prepare.dir, split)
         expected = [load_for_model(paths[sha], 16, "crop") for sha in prepared.sha256]
         assert np.array_equal(prepared.images, np.stack(expected))
+
+
+def test_auto_image_size_comes_from_the_recipe_and_its_facts_go_to_stats(tmp_path):
+    config = prepared_dataset(tmp_path, image_size="auto")  # 40x24 sources, a third grey
+    summary = run_prepare(config)
+    assert summary["image_size"] == 32 and "upscaled to 32" in summary["image_size_reason"]
+    stats = json.loads((config.prepare.dir / "stats.json").read_text())
+    assert stats["image_size"] == 32
+    facts = stats["facts"]
+    assert facts["short_side"] == 24 and facts["classes"] == 2
+    assert sum(facts["train_per_class"]) == len(open_prepared_split(config.prepare.dir, "train"))
+    assert open_prepared_split(config.prepare.dir, "train").images.shape[1:] == (32, 32, 3)

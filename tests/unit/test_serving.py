@@ -6,9 +6,8 @@ import asyncio
 import io
 import json
 import threading
-from dataclasses import asdict
+from dataclasses import replace
 from datetime import date
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -164,7 +163,7 @@ def test_model_input_follows_ingest_rules_and_the_resize_rule():
 
 def tiny_model(tta: str = "none") -> Classifier:
     torch.manual_seed(0)
-    meta = META if tta == "none" else SimpleNamespace(**asdict(META), tta=tta)
+    meta = replace(META, tta=tta)
     return Classifier(build_model("simple_cnn", num_classes=3, image_size=8), meta)
 
 

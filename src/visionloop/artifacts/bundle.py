@@ -2,9 +2,9 @@
 evaluation, the gate, the registry and serving.
 
 `model.json` says how to rebuild and feed the network (architecture, class names in index
-order, input size, normalisation, resize rule); `weights.pt` is a plain state_dict, read
-with weights_only=True so no pickle from disk is ever executed. The bundle's identity is
-`bundle_digest`: a hash over the names and bytes of its files.
+order, input size, normalisation, resize rule, test-time augmentation); `weights.pt` is a
+plain state_dict, read with weights_only=True so no pickle from disk is ever executed. The
+bundle's identity is `bundle_digest`: a hash over the names and bytes of its files.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class BundleMeta:
     std: tuple[float, float, float]
     class_map_version: int = 1
     resize: str = "crop"  # images.fit_square's mode, as prepare used it (serving must match)
+    # Test-time augmentation every consumer applies (models.classifier.Classifier):
+    # "none", or "flip": the mean of the image's and its mirror image's probabilities.
+    tta: str = "none"
 
     @classmethod
     def from_json(cls, text: str) -> BundleMeta:

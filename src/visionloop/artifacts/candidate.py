@@ -5,6 +5,8 @@
                           run that evaluate and register log into
 <train.dir>/metrics.json  the training summary (a DVC metric)
 <train.dir>/history.csv   one row per epoch (a DVC plot)
+<train.dir>/recipe.json   the data facts and every data-dependent tunable: its value,
+                          whether the recipe chose it (auto) or params.yaml set it, and why
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ MODEL_DIR = "model"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+RECIPE_FILE = "recipe.json"
 
 
 def bundle_dir(train_dir: Path) -> Path:
@@ -52,6 +55,15 @@ def read_run_id(train_dir: Path) -> str | None:
 
 def write_metrics(train_dir: Path, summary: dict[str, Any]) -> None:
     write_json_atomic(train_dir / METRICS_FILE, summary)
+
+
+def write_recipe(train_dir: Path, recipe: dict[str, Any]) -> None:
+    write_json_atomic(train_dir / RECIPE_FILE, recipe)
+
+
+def read_recipe(train_dir: Path) -> dict[str, Any] | None:
+    path = train_dir / RECIPE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write_history(train_dir: Path, history: list[dict[str, float]]) -> None:

@@ -3,7 +3,8 @@
 One folder per split under `prepare.dir`: `images.npy` (uint8, N x H x W x 3, read with
 mmap so memory stays bounded), `labels.npy` (int64 class indices from the class map) and
 `sha256.txt` (one content hash per row, the same order); and `stats.json`: the train split's
-per-channel mean and std on 0..1 pixels, the class map, the size and the resize rule.
+per-channel mean and std on 0..1 pixels, the class map, the size and the resize rule, and
+`facts`: what the recipe chooser (visionloop.training.recipe) knows about the source images.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ def write_npy_chunks(path: Path, chunks: Iterable[np.ndarray], shape: tuple[int,
 
 def write_stats(prepared_dir: Path, stats: dict[str, Any]) -> None:
     write_json_atomic(prepared_dir / STATS_FILE, stats)
+
+
+def read_stats(prepared_dir: Path) -> dict[str, Any] | None:
+    """stats.json, or None where prepare wrote none (a cache made by other means)."""
+    path = prepared_dir / STATS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def normalisation_stats(

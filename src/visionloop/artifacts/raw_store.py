@@ -291,23 +291,28 @@ def require_manifest(raw_dir: Path) -> list[dict[str, str]]:
 def stored_members(raw_dir: Path, shas: Collection[str]) -> dict[str, Member]:
     """sha256 -> Member for the given images, keeping only those rows in memory."""
     wanted = {sha: sha for sha in shas}  # the callers' strings, reused: memory per image
-    found = {}
-    path = raw_dir / MANIFEST
-    if wanted and path.exists():
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = _check_header(path, next(reader, []))
-            for cells in reader:
-                if cells[0] in wanted:
-                    row = dict(zip(header, cells, strict=True), sha256=wanted[cells[0]])
-                    found[row["sha256"]] = member_of(row)
+    found = {row["sha256"]: member_of(row) for row in stored_rows(raw_dir, wanted)}
     missing = set(wanted) - set(found)
     if missing:
         raise VisionloopError(
-            f"{path}: {len(missing)} images are not in the manifest (e.g. {min(missing)}); "
-            "run the split stage again"
+            f"{raw_dir / MANIFEST}: {len(missing)} images are not in the manifest "
+            f"(e.g. {min(missing)}); run the split stage again"
         )
     return found
+
+
+def stored_rows(raw_dir: Path, shas: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """The manifest rows of the given images (keys of `shas`, mapped to the string each row's
+    sha256 reuses), one at a time in manifest order: memory holds one row."""
+    path = raw_dir / MANIFEST
+    if not shas or not path.exists():
+        return
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = _check_header(path, next(reader, []))
+        for cells in reader:
+            if cells[0] in shas:
+                yield dict(zip(header, cells, strict=True), sha256=shas[cells[0]])
 
 
 def stored_labels(raw_dir: Path) -> Mapping[str, str]:

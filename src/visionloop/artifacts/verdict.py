@@ -39,17 +39,13 @@ def read_verdict_markdown(gate_dir: Path) -> str:
 
 def verdict_markdown(verdict: dict[str, Any]) -> str:
     candidate, champion = verdict["candidate"], verdict["champion"]
-    against = (
-        f"champion v{champion['version']} (top-1 {format_value(champion['top1'])})"
-        if champion
-        else "no champion"
-    )
+    against = f"champion v{champion['version']} ({scores(champion)})" if champion else "no champion"
     lines = [
         f"# Gate verdict: {'passed' if verdict['passed'] else 'failed'}",
         "",
         verdict["summary"],
         "",
-        f"Candidate `{candidate['bundle_sha256'][:12]}` (top-1 {format_value(candidate['top1'])}) "
+        f"Candidate `{candidate['bundle_sha256'][:12]}` ({scores(candidate)}) "
         f"vs {against}, on {verdict.get('test_set', {}).get('n', '?')} test images.",
         "",
         "| rule | result | value | threshold | detail |",
@@ -60,7 +56,27 @@ def verdict_markdown(verdict: dict[str, Any]) -> str:
             f"| {name} | {'pass' if rule['passed'] else 'FAIL'} | {format_value(rule['value'])} "
             f"| {format_value(rule['threshold'])} | {rule['detail']} |"
         )
+    baselines = verdict.get("statistics", {}).get("baselines") or {}
+    if baselines:
+        lines += ["", "| baseline | top-1 | macro-F1 | lowest class recall | what |"]
+        lines += ["|---|---|---|---|---|"]
+        for name, score in baselines.items():
+            lines.append(
+                f"| {name} | {format_value(score['top1'])} | {format_value(score['f1_macro'])} "
+                f"| {format_value(score['min_class_recall'])} | {score['description']} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def scores(model: dict[str, Any]) -> str:
+    """top-1 with macro-F1 and the lowest class recall beside it, when known."""
+    text = f"top-1 {format_value(model['top1'])}"
+    if model.get("f1_macro") is not None:
+        text += (
+            f", macro-F1 {format_value(model['f1_macro'])}, lowest class recall "
+            f"{format_value(model['min_class_recall'])} ({model['min_recall_class']})"
+        )
+    return text
 
 
 def format_value(value: float | None) -> str:

@@ -36,33 +36,45 @@ from visionloop.data.parallel import CHUNK, default_workers, map_member_chunks
 from visionloop.errors import VisionloopError
 from visionloop.images import load_for_model
 from visionloop.progress import track
+from visionloop.training.recipe import DataFacts, choose_recipe, facts_from_tables
 
 SHARD_BYTES = 256 * 2**20  # decoded images per cache file, at most
 GATHER_ROWS = 1024  # images copied from the cache per chunk of a split
 
 
 def run(config: Config) -> dict[str, Any]:
-    """Decode what the cache lacks, then write every split and the train stats."""
+    """Decode what the cache lacks, then write every split and the train stats.
+
+    With `prepare.image_size: auto` the side comes from the recipe chooser, from the
+    manifest's image sizes and the split; the facts it used go into stats.json, so training
+    chooses the rest of its recipe from the same facts.
+    """
     params = config.prepare
     started = time.perf_counter()
     class_map_version, classes = raw_store.require_classes(config.data.raw_dir)
     splits = assignments(config.split.dir, classes)
-    cache = TensorCache(params.cache_dir / variant_key(params), params.image_size)
+    facts = split_facts(config.data.raw_dir, splits, classes)
+    size_choice = choose_recipe(facts, config).choices["prepare.image_size"]
+    size = size_choice.value
+    cache = TensorCache(params.cache_dir / variant_key(size, params.resize), size)
     known = cache.index()
     missing = sorted({sha for shas, _ in splits.values() for sha in shas if sha not in known})
-    decode_seconds = cache.add(config.data.raw_dir, missing, params)
+    decode_seconds = cache.add(config.data.raw_dir, missing, size, params)
 
     counts, train_stats = write_splits(params.dir, splits, cache)
     stats = {
         **train_stats,
-        "image_size": params.image_size,
+        "image_size": size,
         "resize": params.resize,
         "classes": classes,
         "class_map_version": class_map_version,
         "images": counts,
+        "facts": facts.to_json(),
     }
     prepared.write_stats(params.dir, stats)
     return {
+        "image_size": size,
+        "image_size_reason": size_choice.reason or "set in params.yaml",
         "images": counts,
         "decoded": len(missing),
         "from_cache": sum(counts.values()) - len(missing),
@@ -93,6 +105,15 @@ def assignments(split_dir: Path, classes: list[str]) -> dict[str, tuple[list[str
     return {split: (shas[split], np.array(labels[split], dtype=np.int64)) for split in SPLITS}
 
 
+def split_facts(
+    raw_dir: Path, splits: dict[str, tuple[list[str], np.ndarray]], classes: list[str]
+) -> DataFacts:
+    """What the recipe chooser decides from: the train images' classes and stored sizes."""
+    train_shas, train_labels = splits["train"]
+    stored = raw_store.stored_rows(raw_dir, {sha: sha for sha in train_shas})
+    return facts_from_tables(train_labels, len(splits["val"][0]), stored, classes)
+
+
 def write_splits(
     prepared_dir: Path, splits: dict[str, tuple[list[str], np.ndarray]], cache: TensorCache
 ) -> tuple[dict[str, int], dict[str, list[float]]]:
@@ -109,10 +130,10 @@ def write_splits(
     return counts, train.stats()
 
 
-def variant_key(params: PrepareConfig) -> str:
+def variant_key(size: int, resize: str) -> str:
     """Cache folder name: changes when the size, the resize mode or the decode code change."""
     rule = Path(visionloop.images.__file__).read_bytes()
-    text = json.dumps({"size": params.image_size, "resize": params.resize}, sort_keys=True)
+    text = json.dumps({"size": size, "resize": resize}, sort_keys=True)
     return hashlib.sha256(text.encode() + rule).hexdigest()[:16]
 
 
@@ -159,13 +180,13 @@ class TensorCache:
         packed = self.index()[sha]
         return self._files[packed >> 32], packed & 0xFFFFFFFF
 
-    def add(self, raw_dir: Path, shas: list[str], params: PrepareConfig) -> float:
+    def add(self, raw_dir: Path, shas: list[str], size: int, params: PrepareConfig) -> float:
         """Decode and store the given images; return the seconds spent."""
         if not shas:
             return 0.0
         started = time.perf_counter()
         members = raw_store.reading_order(raw_store.stored_members(raw_dir, shas).values())
-        decode = partial(decode_members, size=params.image_size, mode=params.resize)
+        decode = partial(decode_members, size=size, mode=params.resize)
         workers = default_workers(params.workers)
         decoded = track(
             map_member_chunks(decode, raw_dir, members, workers),

@@ -50,7 +50,7 @@ def predict_with(
     horizontal mirror (bundles without the field predict the image alone).
     """
     check_batch(images, meta.image_size)
-    flip = getattr(meta, "tta", "none") == "flip"
+    flip = meta.tta == "flip"
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):

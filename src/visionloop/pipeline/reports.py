@@ -16,7 +16,7 @@ from visionloop.data.ingest.summary import problem
 from visionloop.data.validation import read_summary
 from visionloop.pipeline.reproduce import StageOutcome
 
-HEADLINE_METRICS = ("top1", "top5", "f1_macro", "ece")
+HEADLINE_METRICS = ("top1", "f1_macro", "min_class_recall", "top5", "ece")
 
 
 def pipeline_summary(outcomes: list[StageOutcome], registration: dict[str, Any]) -> dict:

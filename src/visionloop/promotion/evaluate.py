@@ -77,12 +77,15 @@ def classification_metrics(
         metrics.update(
             {f"precision_{average}": precision, f"recall_{average}": recall, f"f1_{average}": f1}
         )
+    per_class = per_class_metrics(labels, predicted, classes)
+    # the class the model serves worst, beside top-1: an average can hide a class left behind
+    metrics["min_class_recall"] = min(row["recall"] for row in per_class if row["support"] > 0)
     reliability = reliability_table(confidence, predicted == labels, calibration_bins)
     metrics["ece"] = expected_calibration_error(reliability, len(labels))
     confusion = confusion_matrix(labels, predicted, labels=class_ids)
     return Evaluation(
         metrics={k: float(v) for k, v in metrics.items()},
-        per_class=per_class_metrics(labels, predicted, classes),
+        per_class=per_class,
         confusion=confusion,
         most_confused=most_confused_pairs(confusion, classes, top_confused_pairs),
         reliability=reliability,

@@ -3,15 +3,20 @@
 The champion is re-evaluated on the same test images as the candidate, so every comparison
 is paired. Rules, all from params (gate section):
 
-- floors, always: candidate top-1 >= min_top1, and every class's recall >= min_class_recall;
+- floors, opt-in (null by default): candidate top-1 >= min_top1, and every class's recall
+  >= min_class_recall;
+- no champion yet: the first-model rule: the candidate must beat each quick baseline
+  (`first_model_baselines`: the majority class, logistic regression on downsampled pixels;
+  visionloop.promotion.baselines) on the same test images, significantly (one-sided exact
+  McNemar at alpha); the verdict names the rule and the baselines' scores;
 - with a champion on the same class map:
   - gain: candidate top-1 - champion top-1 >= min_gain (negative: a tolerance);
   - per-class regression: no class loses more than max_class_recall_drop recall;
   - significance (McNemar's exact test and/or a paired bootstrap, alpha from params): when
     a gain is required (min_gain > 0) the candidate must be significantly better; otherwise
     it must not be significantly worse;
-- no champion yet: the first-model rule, floors only, said so in the verdict;
-- champion on another class map: `on_class_map_change` decides (reject, or floors only).
+- champion on another class map: `on_class_map_change` decides (reject, the first-model
+  rule, or floors only).
 
 Every run writes the verdict (visionloop.artifacts.verdict), passed or failed. The gate reads
 the registry, which DVC cannot see: dvc.yaml marks it always_changed.
@@ -29,6 +34,7 @@ import numpy as np
 
 from visionloop.artifacts import candidate as candidate_files
 from visionloop.artifacts.bundle import bundle_digest
+from visionloop.artifacts.prepared import require_split
 from visionloop.artifacts.verdict import (
     ALREADY_CHAMPION,
     CHALLENGE,
@@ -38,6 +44,7 @@ from visionloop.artifacts.verdict import (
 )
 from visionloop.config import Config, GateConfig
 from visionloop.promotion import registry
+from visionloop.promotion.baselines import Baseline
 from visionloop.promotion.evaluate import (
     check_compatible,
     load_candidate,
@@ -132,19 +139,55 @@ def paired_bootstrap(
 
 
 def floor_rules(gate: GateConfig, labels: np.ndarray, candidate: ModelOnTest) -> list[Rule]:
-    top1 = float(np.mean(candidate.predicted == labels))
-    recalls = class_recalls(labels, candidate.predicted, candidate.classes)
-    worst = min(recalls, key=recalls.get)
-    return [
-        Rule("top1_floor", top1 >= gate.min_top1, top1, gate.min_top1, "candidate top-1"),
-        Rule(
-            "class_recall_floor",
-            recalls[worst] >= gate.min_class_recall,
-            recalls[worst],
-            gate.min_class_recall,
-            f"lowest class recall (class {worst})",
-        ),
-    ]
+    """The absolute floors that are set (both are opt-in)."""
+    rules = []
+    if gate.min_top1 is not None:
+        top1 = float(np.mean(candidate.predicted == labels))
+        passed = top1 >= gate.min_top1
+        rules.append(Rule("top1_floor", passed, top1, gate.min_top1, "candidate top-1"))
+    if gate.min_class_recall is not None:
+        recalls = class_recalls(labels, candidate.predicted, candidate.classes)
+        worst = min(recalls, key=recalls.get)
+        rules.append(
+            Rule(
+                "class_recall_floor",
+                recalls[worst] >= gate.min_class_recall,
+                recalls[worst],
+                gate.min_class_recall,
+                f"lowest class recall (class {worst})",
+            )
+        )
+    return rules
+
+
+def baseline_rules(
+    gate: GateConfig, labels: np.ndarray, candidate: ModelOnTest, baselines: list[Baseline]
+) -> tuple[list[Rule], dict[str, Any]]:
+    """The first-model rule: significantly better than each baseline on the same images."""
+    candidate_correct = candidate.predicted == labels
+    top1 = float(candidate_correct.mean())
+    rules, scores = [], {}
+    for baseline in baselines:
+        baseline_correct = baseline.predicted == labels
+        test = mcnemar_exact(candidate_correct, baseline_correct)
+        scores[baseline.name] = {
+            "description": baseline.description,
+            **scores_of(baseline.predicted, labels, candidate.classes),
+            "mcnemar": test,
+        }
+        counts = f"{test['candidate_only_correct']} vs {test['champion_only_correct']} discordant"
+        rules.append(
+            Rule(
+                f"beats_{baseline.name}",
+                test["p_better"] < gate.alpha,
+                test["p_better"],
+                gate.alpha,
+                f"candidate top-1 {top1:.4f} vs the {baseline.name} baseline's "
+                f"{scores[baseline.name]['top1']:.4f}: one-sided exact McNemar p that the "
+                f"candidate is better must be < alpha ({counts})",
+            )
+        )
+    return rules, scores
 
 
 def class_recalls(
@@ -244,14 +287,23 @@ def bootstrap_rule(interval: dict[str, float], gain_required: bool) -> Rule:
 
 
 def judge(
-    gate: GateConfig, labels: np.ndarray, candidate: ModelOnTest, champion: ModelOnTest | None
+    gate: GateConfig,
+    labels: np.ndarray,
+    candidate: ModelOnTest,
+    champion: ModelOnTest | None,
+    baselines: list[Baseline] | None = None,
 ) -> dict[str, Any]:
-    """The verdict as a JSON-able dict: mode, every rule with value and threshold, passed."""
+    """The verdict as a JSON-able dict: mode, every rule with value and threshold, passed.
+
+    `baselines`: the first-model rule's quick baselines on the same test images, needed when
+    there is no champion (or its class map differs and the policy is first_model).
+    """
     rules = floor_rules(gate, labels, candidate)
     statistics: dict[str, Any] = {}
     if champion is None:
         mode = FIRST_MODEL
-        summary = "no champion yet: first-model rule, judged on the floors only"
+        summary, more_rules, statistics = first_model(gate, labels, candidate, baselines or [])
+        rules.extend(more_rules)
     elif champion.bundle_sha256 == candidate.bundle_sha256:
         mode = ALREADY_CHAMPION
         summary = f"the candidate is champion v{champion.version} itself: nothing to promote"
@@ -263,12 +315,17 @@ def judge(
             f"{list(champion.classes)[:5]}..., the candidate {len(candidate.classes)}; "
             f"policy on_class_map_change={gate.on_class_map_change}"
         )
+        statistics["class_map_change"] = detail
         if gate.on_class_map_change == "reject":
             summary = "the class map changed and the policy is reject"
             rules.append(Rule("class_map_matches", False, None, None, detail))
+        elif gate.on_class_map_change == "first_model":
+            summary, more_rules, scores = first_model(gate, labels, candidate, baselines or [])
+            summary = f"the class map changed (policy first_model): {summary}"
+            rules.extend(more_rules)
+            statistics.update(scores)
         else:
             summary = "the class map changed: judged on the floors only (policy floors_only)"
-            statistics["class_map_change"] = detail
     else:
         mode = CHALLENGE
         summary = f"candidate vs champion v{champion.version} on the same test images"
@@ -289,14 +346,47 @@ def judge(
     }
 
 
-def model_summary(model: ModelOnTest, labels: np.ndarray) -> dict[str, Any]:
-    top1 = None if model.predicted is None else float(np.mean(model.predicted == labels))
+def first_model(
+    gate: GateConfig, labels: np.ndarray, candidate: ModelOnTest, baselines: list[Baseline]
+) -> tuple[str, list[Rule], dict[str, Any]]:
+    """The first-model rule's summary line, rules and the baselines' scores."""
+    rules, scores = baseline_rules(gate, labels, candidate, baselines)
+    if not baselines:
+        floors = "judged on the floors only" if gate.floors_set() else "no rule applies"
+        return f"no champion yet: first-model rule, {floors}", rules, {}
+    named = ", ".join(f"{name} (top-1 {score['top1']:.4f})" for name, score in scores.items())
+    summary = (
+        f"no champion yet: first-model rule, the candidate (top-1 "
+        f"{float(np.mean(candidate.predicted == labels)):.4f}) must beat {named} "
+        f"significantly on the same test images"
+    )
+    return summary, rules, {"baselines": scores}
+
+
+def scores_of(
+    predicted: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
+) -> dict[str, Any]:
+    """Top-1 with macro-F1 and the lowest class recall beside it."""
+    rows = [row for row in per_class_metrics(labels, predicted, classes) if row["support"] > 0]
+    worst = min(rows, key=lambda row: row["recall"])
     return {
+        "top1": float(np.mean(predicted == labels)),
+        "f1_macro": float(np.mean([row["f1"] for row in rows])),
+        "min_class_recall": float(worst["recall"]),
+        "min_recall_class": worst["class"],
+    }
+
+
+def model_summary(model: ModelOnTest, labels: np.ndarray) -> dict[str, Any]:
+    summary: dict[str, Any] = {
         "version": model.version,
         "bundle_sha256": model.bundle_sha256,
         "classes": list(model.classes),
-        "top1": top1,
+        "top1": None,
     }
+    if model.predicted is not None:
+        summary.update(scores_of(model.predicted, labels, model.classes))
+    return summary
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -310,7 +400,10 @@ def run(config: Config) -> dict[str, Any]:
         predicted=classifier.predict_proba(split.images, config.evaluate.batch_size).argmax(1),
     )
     champion = champion_on_test(config, split.images, candidate.classes)
-    verdict = judge(config.gate, split.labels, candidate, champion)
+    baselines = None
+    if needs_baselines(config.gate, champion, candidate.classes):
+        baselines = fit_baselines(config, split.images)
+    verdict = judge(config.gate, split.labels, candidate, champion, baselines)
     verdict["test_set"] = {
         "n": len(split),
         "fingerprint": fingerprint_test_set(split.sha256, split.labels),
@@ -327,6 +420,31 @@ def run(config: Config) -> dict[str, Any]:
     if config.registry.act_in_pipeline:
         result["registry"] = registry.register_and_promote(config)
     return result
+
+
+def needs_baselines(
+    gate: GateConfig, champion: ModelOnTest | None, classes: tuple[str, ...]
+) -> bool:
+    if not gate.first_model_baselines:
+        return False
+    if champion is None:
+        return True
+    return champion.classes != classes and gate.on_class_map_change == "first_model"
+
+
+def fit_baselines(config: Config, test_images: np.ndarray) -> list[Baseline]:
+    """The configured quick baselines, fitted on the prepared train (and val) splits."""
+    from visionloop.promotion import baselines
+
+    train = require_split(config.prepare.dir, "train")
+    fitted = []
+    for name in config.gate.first_model_baselines:
+        if name == "majority":
+            fitted.append(baselines.majority(train.labels, len(test_images)))
+        else:
+            val = require_split(config.prepare.dir, "val")
+            fitted.append(baselines.logistic([train, val], test_images, config.gate.seed))
+    return fitted
 
 
 def champion_on_test(

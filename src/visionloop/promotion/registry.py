@@ -224,7 +224,9 @@ def registration_tags(
     verdict = read_verdict(config.gate.dir)
     if verdict and verdict["candidate"]["bundle_sha256"] == digest:
         tags["data.test_set"] = verdict.get("test_set", {}).get("fingerprint", "")
-        tags.setdefault("metric.top1", f"{verdict['candidate']['top1']:.6g}")
+        for key in ("top1", "f1_macro", "min_class_recall"):
+            if verdict["candidate"].get(key) is not None:
+                tags.setdefault(f"metric.{key}", f"{verdict['candidate'][key]:.6g}")
     manifest = config.data.raw_dir / raw_store.MANIFEST
     if manifest.exists():
         tags["data.manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
@@ -460,7 +462,8 @@ def version_of(model_version) -> str | None:
 
 
 def list_versions(config: Config) -> list[dict[str, Any]]:
-    """Every version with its aliases, gate state, top-1 and verdict summary, oldest first."""
+    """Every version with its aliases, gate state, top-1 (with macro-F1 and the lowest class
+    recall) and verdict summary, oldest first."""
     client = registry_client(config)
     name = config.registry.model_name
     model = registered_model(client, name)
@@ -475,6 +478,8 @@ def list_versions(config: Config) -> list[dict[str, Any]]:
             "aliases": sorted(aliases.get(version_of(mv), [])),
             "gate": mv.tags.get(GATE_TAG, ""),
             "top1": mv.tags.get("metric.top1"),
+            "f1_macro": mv.tags.get("metric.f1_macro"),
+            "min_class_recall": mv.tags.get("metric.min_class_recall"),
             "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(
                 timespec="seconds"
             ),

@@ -37,6 +37,8 @@ class Augment:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.policy = {
             "none": None,
+            # light, colour and contrast as photos vary in them; no geometry (the crop has it)
+            "colorjitter": v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.05),
             "trivialaugment": v2.TrivialAugmentWide(),
             "randaugment": v2.RandAugment(),
         }[config.policy]

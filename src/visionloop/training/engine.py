@@ -15,16 +15,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
 from visionloop.artifacts import candidate
 from visionloop.artifacts.bundle import BundleMeta, save_bundle
-from visionloop.artifacts.prepared import normalisation_stats, require_split
+from visionloop.artifacts.prepared import normalisation_stats, read_stats, require_split
 from visionloop.config import Config, TrainConfig
 from visionloop.errors import VisionloopError
-from visionloop.models.zoo import build_model, freeze, load_pretrained
+from visionloop.models.zoo import (
+    build_model,
+    freeze,
+    load_pretrained,
+    load_torchvision_weights,
+    weights_normalisation,
+)
 from visionloop.progress import Progress
 from visionloop.training import mlflow_run
 from visionloop.training.augment import Augment
@@ -33,10 +40,20 @@ from visionloop.training.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
-from visionloop.training.data import batch_count, batches, image_size_of, read_class_map
+from visionloop.training.data import (
+    TrainImages,
+    balanced_indices,
+    batch_count,
+    image_size_of,
+    inverse_frequency_weights,
+    read_class_map,
+    shard,
+)
 from visionloop.training.early_stopping import EarlyStopping
+from visionloop.training.ema import WeightAverage
 from visionloop.training.loop import cpu_state, train_one_epoch, unwrap, validate
 from visionloop.training.optim import build_optimizer, build_scheduler
+from visionloop.training.recipe import Recipe, choose_recipe, facts_from_cache
 from visionloop.training.runtime import (
     Runtime,
     epoch_seed,
@@ -72,9 +89,8 @@ class Session:
     """Everything one training run builds before its first epoch."""
 
     def __init__(self, config: Config, runtime: Runtime) -> None:
-        cfg = config.train
-        self.config, self.cfg, self.runtime = config, cfg, runtime
-        seed_everything(cfg.seed)
+        self.config, self.runtime = config, runtime
+        seed_everything(config.train.seed)
         self.class_map = read_class_map(config.data.raw_dir)
         self.train_split = require_split(config.prepare.dir, "train")
         self.val_split = require_split(config.prepare.dir, "val")
@@ -87,8 +103,16 @@ class Session:
         self.image_size = image_size_of(self.train_split, "train")
         if image_size_of(self.val_split, "val") != self.image_size:
             raise VisionloopError("prepared train and val images differ in size; rerun prepare")
-        self.mean, self.std = normalisation_stats(config.prepare.dir, self.train_split)
-        self.model = _build(cfg, len(self.class_map.classes), self.image_size, runtime)
+        self.stats = read_stats(config.prepare.dir) or {}
+        num_classes = len(self.class_map.classes)
+        facts = facts_from_cache(self.stats, self.train_split, self.val_split, num_classes)
+        self.recipe: Recipe = choose_recipe(facts, config)
+        # From here on every auto is resolved: the run depends on concrete values only.
+        self.cfg = cfg = self.recipe.apply(config.train)
+        self.mean, self.std = self._normalisation()
+        self.train_images = TrainImages(self.train_split, runtime.device)
+        self.model = _build(cfg, num_classes, self.image_size, runtime)
+        self.frozen = cfg.freeze != "none"
         self.net = _wrap(self.model, cfg, runtime)
         self.sampler = DistributedSampler(
             range(len(self.train_split)),
@@ -97,28 +121,44 @@ class Session:
             shuffle=True,
             seed=cfg.seed,
         )
-        self.steps_per_epoch = batch_count(len(self.sampler), cfg.batch_size)
+        self.steps_per_epoch = batch_count(len(self.epoch_indices(1)), cfg.batch_size)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(
             runtime.device.type, enabled=runtime.amp_dtype == torch.float16
         )
         self.augment = Augment(
-            cfg.augment,
-            self.mean,
-            self.std,
-            len(self.class_map.classes),
-            runtime.device,
-            cfg.channels_last,
+            cfg.augment, self.mean, self.std, num_classes, runtime.device, cfg.channels_last
         )
+        self.class_weights = loss_weights(cfg, self.train_split.labels, num_classes, runtime)
+        self.ema = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         es = cfg.early_stopping
         self.early = EarlyStopping(es.mode, es.patience, es.min_delta)
-        self.fingerprint = fingerprints(config, self, runtime.world_size)
+        self.fingerprint = fingerprints(cfg, self, runtime.world_size)
         self.history: list[dict[str, float]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epoch = 0
         self.finished = False
         self.run_id: str | None = None
+
+    def _normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """ImageNet weights expect the statistics they were trained with; else the train set's."""
+        if self.cfg.pretrained == "torchvision":
+            return weights_normalisation(self.cfg.model)
+        return normalisation_stats(self.config.prepare.dir, self.train_split)
+
+    def epoch_indices(self, epoch: int) -> list[int] | np.ndarray:
+        """This process's train images for an epoch, in order: a shuffle, or a class-balanced
+        draw; both depend on (seed, epoch) only."""
+        if self.cfg.class_balance == "balanced_sampler":
+            drawn = balanced_indices(self.train_split.labels, self.cfg.seed, epoch)
+            return shard(drawn, self.runtime.rank, self.runtime.world_size)
+        self.sampler.set_epoch(epoch)
+        return list(self.sampler)
+
+    def evaluated_model(self) -> nn.Module:
+        """What validation scores and the bundle keeps: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.net
 
     def restore(self, state: dict[str, Any]) -> None:
         unwrap(self.net).load_state_dict(state["model"])
@@ -126,6 +166,8 @@ class Session:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.early.load_state_dict(state["early_stopping"])
+        if self.ema is not None and state.get("ema") is not None:  # else it starts from here
+            self.ema.load_state_dict(state["ema"])
         self.best_state = state["best_model"]
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
@@ -142,6 +184,7 @@ class Session:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "early_stopping": self.early.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "best_model": self.best_state,
             "history": self.history,
             "finished": self.finished,
@@ -153,11 +196,11 @@ class Session:
         cfg, runtime = self.cfg, self.runtime
         self.epoch += 1
         torch.manual_seed(epoch_seed(cfg.seed, self.epoch, runtime.rank))
-        self.sampler.set_epoch(self.epoch)
+        self.unfreeze_when_due()
         progress.start_epoch(self.epoch, cfg.epochs, self.steps_per_epoch)
         metrics = train_one_epoch(
             self.net,
-            batches(self.train_split, list(self.sampler), cfg.batch_size),
+            self.train_images.batches(self.epoch_indices(self.epoch), cfg.batch_size),
             self.augment,
             self.optimizer,
             self.scheduler,
@@ -166,26 +209,62 @@ class Session:
             label_smoothing=cfg.label_smoothing,
             grad_clip=cfg.grad_clip,
             progress=progress,
+            class_weights=self.class_weights,
+            ema=self.ema,
         )
-        metrics.update(validate(self.net, self.val_split, self.augment, runtime, cfg.batch_size))
-        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        metrics.update(
+            validate(
+                self.evaluated_model(),
+                self.val_split,
+                self.augment,
+                runtime,
+                cfg.batch_size,
+                len(self.class_map.classes),
+                cfg.tta,
+            )
+        )
+        metrics["lr"] = float(self.scheduler.get_last_lr()[-1])  # the head's group
         metrics["epoch_time_s"] = metrics.pop("train_time_s")
         if self.early.update(metrics[cfg.early_stopping.monitor], self.epoch):
-            self.best_state = cpu_state(self.net)
+            self.best_state = cpu_state(self.evaluated_model())
         self.finished = self.early.should_stop or self.epoch >= cfg.epochs
         self.history.append({"epoch": self.epoch, **metrics})
         return metrics
 
+    def unfreeze_when_due(self) -> None:
+        """freeze + unfreeze_after: after that many epochs every layer trains (a resumed run
+        past that point starts unfrozen too)."""
+        cfg = self.cfg
+        if not self.frozen or cfg.unfreeze_after == 0 or self.epoch <= cfg.unfreeze_after:
+            return
+        self.model.requires_grad_(True)
+        self.frozen = False
+        if self.runtime.distributed:  # DDP registers its hooks for trainable parameters only
+            self.net = _wrap(self.model, cfg, self.runtime)
+
+
+def loss_weights(
+    cfg: TrainConfig, labels: np.ndarray, num_classes: int, runtime: Runtime
+) -> torch.Tensor | None:
+    """Per-class loss weights for class_balance: weighted_loss, else None (plain loss)."""
+    if cfg.class_balance != "weighted_loss":
+        return None
+    weights = inverse_frequency_weights(labels, num_classes)
+    return torch.tensor(weights, dtype=torch.float32, device=runtime.device)
+
 
 def _build(cfg: TrainConfig, num_classes: int, image_size: int, runtime: Runtime) -> nn.Module:
+    fresh: list[str] = []
     try:
         model = build_model(cfg.model, num_classes=num_classes, image_size=image_size)
     except ValueError as exc:
         raise VisionloopError(f"train.model: {exc}") from None
-    if cfg.pretrained is not None:
+    if cfg.pretrained == "torchvision":
+        fresh = load_torchvision_weights(model, cfg.model, cfg.allow_download)
+    elif cfg.pretrained is not None:
         fresh = load_pretrained(model, cfg.pretrained)
-        if fresh and runtime.is_main:
-            log.warning("pretrained weights: %s re-initialised (shape differs)", ", ".join(fresh))
+    if cfg.pretrained is not None and fresh and runtime.is_main:
+        log.warning("pretrained weights: %s re-initialised (shape differs)", ", ".join(fresh))
     freeze(model, cfg.model, cfg.freeze)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     return model.to(runtime.device, memory_format=memory_format)
@@ -201,10 +280,10 @@ def _wrap(model: nn.Module, cfg: TrainConfig, runtime: Runtime) -> nn.Module:
     return net
 
 
-def fingerprints(config: Config, session: Session, world_size: int) -> dict[str, str]:
-    """Hashes of what decides the run: params, and data (images, labels, class map, stats).
-    A checkpoint is only continued automatically when both match."""
-    params = config.train.model_dump(mode="json", exclude=NOT_FINGERPRINTED)
+def fingerprints(cfg: TrainConfig, session: Session, world_size: int) -> dict[str, str]:
+    """Hashes of what decides the run: params (every auto resolved), and data (images,
+    labels, class map, stats). A checkpoint is only continued automatically when both match."""
+    params = cfg.model_dump(mode="json", exclude=NOT_FINGERPRINTED)
     params["world_size"] = world_size
     data = hashlib.sha256()
     data.update(json.dumps([session.class_map.version, session.class_map.classes]).encode())
@@ -247,7 +326,7 @@ def checkpoint_to_resume(
 
 def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
     session = Session(config, runtime)
-    cfg = config.train
+    cfg = session.cfg
     state = checkpoint_to_resume(cfg.checkpoint_dir, resume, session.fingerprint)
     runtime.barrier()  # every process has read the checkpoint before any is deleted
     if state is not None:
@@ -259,10 +338,11 @@ def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
         if runtime.is_main:
             session.run_id = mlflow_run.start_or_resume_run(config, session.run_id)
             candidate.write_run_record(cfg.dir, session.run_id, resumed_from)
-            mlflow_run.log_start(
-                config, session.image_size, runtime.world_size, str(runtime.device)
-            )
+            candidate.write_recipe(cfg.dir, session.recipe.to_json())
+            mlflow_run.log_start(config, session.recipe, runtime.world_size, str(runtime.device))
         with Progress(cfg.progress, enabled=runtime.is_main) as progress:
+            for line in session.recipe.lines():
+                progress.message(line)
             if resumed_from is not None:
                 progress.message(f"resuming after epoch {resumed_from} from {cfg.checkpoint_dir}")
             while not session.finished:
@@ -301,6 +381,8 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
         mean=tuple(session.mean),
         std=tuple(session.std),
         class_map_version=session.class_map.version,
+        resize=session.stats.get("resize", BundleMeta.resize),
+        tta=cfg.tta,
     )
     bundle_dir = save_bundle(candidate.bundle_dir(cfg.dir), model, meta)
     best = session.history[session.early.best_epoch - 1]
@@ -309,6 +391,8 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
         "epochs_run": session.epoch,
         "stopped_early": session.early.should_stop,
         "val_accuracy": best["val_accuracy"],
+        "val_f1_macro": best["val_f1_macro"],
+        "val_min_recall": best["val_min_recall"],
         "val_loss": best["val_loss"],
         "train_accuracy": best["train_accuracy"],
         "train_loss": best["train_loss"],
@@ -321,6 +405,7 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
     return {
         **summary,
         "bundle": str(bundle_dir),
+        "recipe": {key: choice.value for key, choice in session.recipe.choices.items()},
         "run_id": session.run_id,
         "resumed_from_epoch": resumed_from,
     }

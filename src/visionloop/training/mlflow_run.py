@@ -17,6 +17,7 @@ import yaml
 from visionloop.artifacts import raw_store, split_table
 from visionloop.config import Config
 from visionloop.tracking import git_state, start_run
+from visionloop.training.recipe import Recipe
 
 
 def start_or_resume_run(config: Config, run_id: str | None) -> str:
@@ -30,17 +31,28 @@ def end_run(status: str = "FINISHED") -> None:
     mlflow.end_run(status=status)
 
 
-def log_start(config: Config, image_size: int, world_size: int, device: str) -> None:
-    """Params, data version tags and the class map (idempotent, so a resume may repeat it)."""
+def log_start(config: Config, recipe: Recipe, world_size: int, device: str) -> None:
+    """Params as trained (every auto resolved by the recipe), which of them the recipe chose,
+    data version tags, the class map and the recipe (idempotent: a resume may repeat it)."""
     import mlflow
 
-    params = _flatten(config.train.model_dump(mode="json"), "train")
-    params.update({"image_size": image_size, "world_size": world_size, "device": device})
+    params = _flatten(recipe.apply(config.train).model_dump(mode="json"), "train")
+    chosen = sorted(key for key, choice in recipe.choices.items() if choice.chosen)
+    params.update(
+        {
+            "image_size": recipe.image_size,
+            "world_size": world_size,
+            "device": device,
+            "recipe.kind": recipe.facts.kind,
+            "recipe.chosen": ",".join(chosen) or "-",
+        }
+    )
     existing = mlflow.active_run().data.params
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
     mlflow.set_tags(data_version(config))
     classes = config.data.raw_dir / raw_store.CLASSES
     mlflow.log_text(classes.read_text(), raw_store.CLASSES)
+    mlflow.log_dict(recipe.to_json(), "recipe.json")
 
 
 def log_epoch(metrics: dict[str, float], epoch: int) -> None:

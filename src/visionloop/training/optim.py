@@ -8,21 +8,35 @@ import torch
 from torch import nn
 
 from visionloop.config import TrainConfig
+from visionloop.models.zoo import head_name
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            # Weight decay on biases and norm scales only shrinks them; it does not regularise.
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+    """Four groups: backbone and head (the backbone at lr x backbone_lr_scale), each with
+    and without weight decay. Frozen parameters are in them too: they get no gradient, so
+    the optimiser skips them until they are unfrozen."""
+    head = head_name(config.model)
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {
+        (in_head, decays): [] for in_head in (False, True) for decays in (True, False)
+    }
+    for name, parameter in model.named_parameters():
+        in_head = name == head or name.startswith(head + ".")
+        # Weight decay on biases and norm scales only shrinks them; it does not regularise.
+        groups[(in_head, parameter.ndim > 1)].append(parameter)
+    param_groups = [
+        {
+            "params": params,
+            "lr": config.lr * (1.0 if in_head else config.backbone_lr_scale),
+            "weight_decay": config.weight_decay if decays else 0.0,
+        }
+        for (in_head, decays), params in groups.items()
+        if params
     ]
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+        return torch.optim.AdamW(param_groups, lr=config.lr)
+    return torch.optim.SGD(
+        param_groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
+    )
 
 
 def build_scheduler(
@@ -31,7 +45,8 @@ def build_scheduler(
     """Stepped once per batch, so warm-up and decay are smooth within epochs."""
     total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+        peaks = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total)
     warmup = round(config.warmup_epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config, warmup, total, steps_per_epoch)
