@@ -138,7 +138,10 @@ def git_state(folder: Path) -> GitState:
     if commit is None:
         return GitState(None, None)
     status = _git(folder, "status", "--porcelain", "--untracked-files=all") or ""
-    changed = [line[3:].strip('"') for line in status.splitlines()]
+    # "XY path" or "XY old -> new"; the first line's leading space is stripped by _git
+    changed = [
+        line.split(maxsplit=1)[1].split(" -> ")[-1].strip('"') for line in status.splitlines()
+    ]
     return GitState(commit, any(not is_pipeline_bookkeeping(path) for path in changed))
 
 
