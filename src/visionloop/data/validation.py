@@ -207,6 +207,8 @@ def _run_suites(config: Config, manifest, classes, report_dir: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX logs each temporary folder it makes at INFO: noise in the flow-run log
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     docs_tmp = report_dir / ".data_docs.tmp"
