@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import re
 from datetime import UTC, datetime, timedelta
 
-from visionloop.artifacts import validation_report
+import numpy as np
+from PIL import Image
+
+from visionloop.artifacts import evaluation_report, validation_report
 from visionloop.artifacts.html_page import document, esc, table
+from visionloop.promotion.evaluate import classification_metrics
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -110,3 +117,45 @@ def test_the_helpers_escape_everything_they_are_not_told_is_markup():
     assert "<script" not in html and "a&quot;b" in html
     page = document(HOSTILE, esc(HOSTILE))
     assert_self_contained_and_escaped(page)
+
+
+def evaluated(tmp_path, classes: tuple[str, ...]):
+    """A real evaluation (scikit-learn metrics) of made-up predictions, and a plot file."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, len(classes), 200)
+    logits = rng.normal(size=(200, len(classes)))
+    logits[np.arange(200), labels] += 2.0
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    result = classification_metrics(labels, probs, classes)
+    plot = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(plot, format="PNG")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "reliability.png").write_bytes(plot.getvalue())
+    return result, plot.getvalue()
+
+
+def test_the_evaluation_page_holds_the_numbers_tables_and_plots_offline(tmp_path):
+    classes = (HOSTILE, "dog", "cat")
+    result, png = evaluated(tmp_path, classes)
+    about = {"model": "simple_cnn", "bundle": "0123456789ab"}
+    page = evaluation_report.write_report(tmp_path, result, classes, about).read_text()
+    assert page == (tmp_path / "report.html").read_text()
+    assert_self_contained_and_escaped(page)
+    metrics = result.metrics
+    for key in ("top1", "f1_macro", "min_class_recall", "ece"):
+        assert f">{metrics[key]:.4f}<" in page
+    worst = min(result.per_class, key=lambda row: row["recall"])
+    assert f"lowest class recall ({html.escape(worst['class'])})" in page
+    for row in result.per_class:
+        assert f">{row['recall']:.4f}<" in page and f">{row['support']:,}<" in page
+    cells = [int(c) for c in re.findall(r'<td class="num" style="[^"]*"[^>]*>(\d+)</td>', page)]
+    assert cells == result.confusion.ravel().tolist()  # the matrix, row by row
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page
+    assert "simple_cnn" in page and "0123456789ab" in page
+
+
+def test_too_many_classes_for_a_matrix_table_points_to_the_file(tmp_path):
+    classes = tuple(f"class-{i}" for i in range(evaluation_report.MAX_MATRIX_CLASSES + 1))
+    result, _ = evaluated(tmp_path, classes)
+    page = evaluation_report.write_report(tmp_path, result, classes, {}).read_text()
+    assert "confusion.json" in page and "true \\ predicted" not in page

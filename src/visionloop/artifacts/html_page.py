@@ -40,6 +40,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .figure .value { font-size: 26px; font-weight: 600; font-variant-numeric: tabular-nums; }
 .figure .label { color: #59636e; }
 .plots { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+.plots figure { margin: 0; }
 .plots img { max-width: 100%; border: 1px solid #d0d7de; }
 code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px; }
 """
