@@ -80,7 +80,7 @@ def report_body(
             tag("h2", "Reliability (top-label confidence bins)"),
             _reliability_table(result.reliability),
             tag("h2", "All metrics"),
-            table(["metric", "value"], [[k, number(v)] for k, v in sorted(metrics.items())]),
+            table(["metric", "value"], [[k, _metric(k, v)] for k, v in sorted(metrics.items())]),
         ]
     )
 
@@ -93,6 +93,10 @@ def _headline(metrics: dict[str, float], worst: dict[str, Any] | None) -> Html:
         )
     figures += [figure(label, f"{metrics[key]:.4f}") for key, label in HEADLINE[2:]]
     return join(figures)
+
+
+def _metric(key: str, value: float) -> Html:
+    return number(int(value) if key == "n_test" else value)  # a count, stored as a float
 
 
 def _worst_class(per_class: list[dict[str, Any]]) -> dict[str, Any] | None:
