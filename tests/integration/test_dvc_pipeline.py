@@ -11,6 +11,7 @@ import yaml
 from tests.helpers import REPO_ROOT, run_cli
 from tests.project import Repo, make_repo
 from visionloop.artifacts.prepared import open_prepared_split
+from visionloop.artifacts.validation_report import read_runs
 from visionloop.pipeline.stages import STAGES
 
 
@@ -34,6 +35,10 @@ def test_repro_runs_end_to_end_then_skips_then_reruns_only_what_changed(tmp_path
     assert '"decoded": 10' in out and '"from_cache": 24' in out
     second = repo.splits()
     assert len(second) == 34 and all(second[sha] == split for sha, split in first.items())
+    # DVC deleted validate's outs before rerunning it; the report's history is not one of them
+    history = read_runs(repo.path / "reports" / "validation")
+    assert [run["images"] for run in history] == [34, 24]
+    assert "reports/validation/runs" not in repo.run("git", "status", "--porcelain")
     repo.commit("repro drop-2")
 
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
