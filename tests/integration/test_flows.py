@@ -112,6 +112,7 @@ def test_a_later_drop_registers_a_new_version_with_a_verdict(project):
     assert "validation: passed" in block and re.search(r"test: top-1 0\.\d{4}, macro-F1", block)
     assert re.search(r"^gate: (passed|failed): ", block, flags=re.M) and "registry: " in block
     assert re.search(r"^  (pass|FAIL)  ", block, flags=re.M), block  # one line per gate rule
+    assert "reports/validation/index.html" in block and "reports/evaluate/report.html" in block
     # the flow lent the library's logger to Prefect only while it ran
     assert logging.getLogger("visionloop").handlers == []
 

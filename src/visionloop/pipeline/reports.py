@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from visionloop.artifacts import candidate, evaluation
+from visionloop.artifacts import candidate, evaluation, evaluation_report, validation_report
 from visionloop.artifacts.verdict import (
     VERDICT_MD,
     format_value,
@@ -84,8 +84,8 @@ def _report_paths(config: Config) -> list[tuple[str, str]]:
         return os.path.relpath(path, config.root) if path.is_absolute() else str(path)
 
     return [
-        ("validation", shown(config.data.validation.report_dir)),
-        ("evaluation", shown(config.evaluate.dir)),
+        ("validation", shown(validation_report.index_path(config.data.validation.report_dir))),
+        ("evaluation", shown(evaluation_report.report_path(config.evaluate.dir))),
         ("verdict", shown(config.gate.dir / VERDICT_MD)),
     ]
 
