@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # those. The braces keep grep's "nothing left" status from masking a failed pip (pipefail).
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench clean repro serve
 
 install: $(STAMP)
 
@@ -20,10 +20,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import visionloop, torch, torchvision, prefect, dvc, mlflow, great_expectations, sklearn"
+	# bytecode now, not on the first `visionloop` call (an editable install compiles nothing)
+	$(BIN)/python -m compileall -q src flows tasks
 	touch $@
 
 demo: $(STAMP)
 	$(BIN)/python -m flows demo
+
+# The venv's bin first on PATH: dvc.yaml's commands call `visionloop`, which a shell without
+# `source .venv/bin/activate` would not find.
+RUN := PATH="$(abspath $(BIN)):$$PATH"
+
+repro: $(STAMP)
+	$(RUN) dvc repro
+
+serve: $(STAMP)
+	$(RUN) visionloop serve
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu"

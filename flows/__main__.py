@@ -54,9 +54,12 @@ def flows(ctx: click.Context, params_path: Path) -> None:
 def run(app: FlowsContext) -> None:
     """Run `retrain` once now: ingest complete drops, train, gate, promote, push."""
     from flows.retrain import retrain
+    from visionloop.pipeline import reports
 
     app.check_server()
     state = retrain(params=str(app.params_path.resolve()), return_state=True)
+    if state.is_completed():
+        click.echo("\n".join(reports.summary_block(app.config, state.result())))
     click.echo(f"retrain: {state.name}: {state.message or ''}".rstrip(": "))
     if state.is_failed() or state.is_crashed():
         raise SystemExit(1)

@@ -17,6 +17,7 @@ from flows.retrain import retrain
 from visionloop.artifacts.verdict import VERDICT_MD
 from visionloop.config import Config
 from visionloop.data.demo import write_demo_drops
+from visionloop.pipeline import reports
 from visionloop.promotion.registry import list_versions
 from visionloop.tracking import is_server, tracking_uri
 
@@ -33,9 +34,10 @@ def tell_story(config: Config, params_path: Path, echo: Callable[[str], None]) -
         started = time.perf_counter()
         state = retrain(params=str(params_path.resolve()), return_state=True)
         wall = time.perf_counter() - started
-        echo(f"retrain: {state.name}: {state.message}")
         if not state.is_completed():
+            echo(f"retrain: {state.name}: {state.message}")
             return False
+        echo("\n".join(reports.summary_block(config, state.result())))
         echo(_overhead_line(state.result(), wall))
         _print_versions(config, echo)
     _print_where_to_look(config, echo)

@@ -22,7 +22,7 @@ from tasks.actions import ingest_drops, push_data, register_and_promote
 from tasks.pipeline import reproduce_stage
 from visionloop.config import DEFAULT_PARAMS, Config, load_config
 from visionloop.data import arrivals
-from visionloop.data.ingest.summary import problem
+from visionloop.data.ingest.summary import format_summary, problem
 from visionloop.locking import AlreadyRunning, exclusive
 from visionloop.pipeline import reports
 from visionloop.pipeline.reproduce import pipeline_order
@@ -74,6 +74,7 @@ def _retrain_locked(config: Config):
     summary = train_pipeline(config)
     if config.flows.push_after_retrain:
         push_data(config)
+    summary["intake"] = format_summary(intake)
     return Completed(message=reports.one_line(summary), data=summary)
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 
-from visionloop import __version__
 from visionloop.config import DEFAULT_PARAMS, Config, load_config
 from visionloop.env import apply_offline_defaults
 from visionloop.errors import VisionloopError
@@ -55,8 +54,24 @@ class AppContext:
         return load_config(self.params_path)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """--version, looked up only when asked (package metadata is slow to import)."""
+    if value and not ctx.resilient_parsing:
+        import visionloop
+
+        click.echo(f"visionloop, version {visionloop.__version__}")
+        ctx.exit()
+
+
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="visionloop")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option(
     "--params",
     "params_path",

@@ -17,6 +17,9 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "DVC_NO_ANALYTICS": "1",
     "GX_ANALYTICS_ENABLED": "False",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # no bars in flow logs and CI output
+    # MLflow's INFO lines ("Creating initial MLflow database tables...") are its own
+    # bookkeeping; warnings and errors still show.
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
     # The temporary Prefect server needs more than the 20 s default on 2 cores.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }

@@ -60,13 +60,18 @@ def _lines(items: Iterable[T], total: int, description: str, every: int) -> Iter
             print(f"{description}: {done}/{total}", file=sys.stderr, flush=True)
 
 
+LOSS_EVERY = 10  # steps between loss readings for the bar (each one waits for the GPU)
+
+
 class Progress(AbstractContextManager):
-    """Epochs of steps: a bar with ETA per epoch on a terminal, one line per epoch elsewhere."""
+    """Epochs of steps: on a terminal one bar over the whole run (steps done, elapsed, ETA to
+    the last epoch, the running loss), one line per epoch elsewhere."""
 
     def __init__(self, mode: str, enabled: bool = True) -> None:
         self.mode = resolve_mode(mode) if enabled else "off"
         self._bar = None
         self._task = None
+        self._steps = 0
 
     def __enter__(self) -> Progress:
         if self.mode == "bar":
@@ -98,15 +103,28 @@ class Progress(AbstractContextManager):
             self._bar.stop()
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        if self._bar is not None:
-            if self._task is not None:
-                self._bar.remove_task(self._task)
-            self._task = self._bar.add_task(f"epoch {epoch}/{epochs}", total=steps, status="")
+        """The bar spans every epoch of the run (a resumed run starts part-way along it), so
+        its ETA is to the end of training, not of this epoch."""
+        if self._bar is None:
+            return
+        description = f"epoch {epoch}/{epochs}"
+        if self._task is None:
+            done = (epoch - 1) * steps
+            self._task = self._bar.add_task(
+                description, total=epochs * steps, completed=done, status=""
+            )
+        else:
+            self._bar.update(self._task, description=description, total=epochs * steps)
 
-    def advance(self, loss: float | None = None) -> None:
-        if self._bar is not None:
-            status = f"loss {loss:.4f}" if loss is not None else ""
-            self._bar.update(self._task, advance=1, status=status)
+    def advance(self, loss: Any = None) -> None:
+        """One step; `loss` (a float or a 0-d tensor) is read every LOSS_EVERY steps."""
+        if self._bar is None:
+            return
+        self._steps += 1
+        if loss is not None and self._steps % LOSS_EVERY == 1:
+            self._bar.update(self._task, advance=1, status=f"loss {float(loss):.4f}")
+        else:
+            self._bar.update(self._task, advance=1)
 
     def epoch_done(self, epoch: int, epochs: int, metrics: dict[str, Any], note: str = "") -> None:
         self.message(

@@ -132,11 +132,25 @@ class GitState:
 
 
 def git_state(folder: Path) -> GitState:
-    """The commit checked out in `folder` and whether the tree has uncommitted changes."""
+    """The commit checked out in `folder` and whether the tree has uncommitted changes,
+    not counting the files the pipeline itself writes (`is_pipeline_bookkeeping`)."""
     commit = _git(folder, "rev-parse", "HEAD")
     if commit is None:
         return GitState(None, None)
-    return GitState(commit, bool(_git(folder, "status", "--porcelain")))
+    status = _git(folder, "status", "--porcelain", "--untracked-files=all") or ""
+    # "XY path" or "XY old -> new"; the first line's leading space is stripped by _git
+    changed = [
+        line.split(maxsplit=1)[1].split(" -> ")[-1].strip('"') for line in status.splitlines()
+    ]
+    return GitState(commit, any(not is_pipeline_bookkeeping(path) for path in changed))
+
+
+def is_pipeline_bookkeeping(path: str) -> bool:
+    """Files DVC and ingest write while the pipeline runs (dvc.lock, data/raw.dvc, the
+    .gitignore files DVC adds its outputs to): the commit plus these hashes pins the run, so
+    they do not make a run's code dirty. Commit them after a run: `git add -A && git commit`."""
+    name = path.rsplit("/", 1)[-1]
+    return name in ("dvc.lock", ".gitignore") or name.endswith(".dvc")
 
 
 def _git(folder: Path, *args: str) -> str | None:

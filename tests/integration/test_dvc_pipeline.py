@@ -11,6 +11,7 @@ import yaml
 from tests.helpers import REPO_ROOT, run_cli
 from tests.project import Repo, make_repo
 from visionloop.artifacts.prepared import open_prepared_split
+from visionloop.artifacts.validation_report import read_runs
 from visionloop.pipeline.stages import STAGES
 
 
@@ -34,6 +35,10 @@ def test_repro_runs_end_to_end_then_skips_then_reruns_only_what_changed(tmp_path
     assert '"decoded": 10' in out and '"from_cache": 24' in out
     second = repo.splits()
     assert len(second) == 34 and all(second[sha] == split for sha, split in first.items())
+    # DVC deleted validate's outs before rerunning it; the report's history is not one of them
+    history = read_runs(repo.path / "reports" / "validation")
+    assert [run["images"] for run in history] == [34, 24]
+    assert "reports/validation/runs" not in repo.run("git", "status", "--porcelain")
     repo.commit("repro drop-2")
 
     params = yaml.safe_load((repo.path / "params.yaml").read_text())
@@ -43,8 +48,9 @@ def test_repro_runs_end_to_end_then_skips_then_reruns_only_what_changed(tmp_path
     assert "Stage 'split' didn't change" in out and "Running stage 'prepare'" in out
 
     metrics = repo.run_json("dvc", "metrics", "show", "--json")
-    audit = next(iter(metrics.values()))["data"]["data/splits/audit.json"]["data"]
+    audit = next(iter(metrics.values()))["data"]["data/splits/summary.json"]["data"]
     assert audit["cross_split_near_duplicate_pairs"] == 0 and audit["images"] == 34
+    assert audit["train_images"] + audit["val_images"] + audit["test_images"] == 34
     plots = repo.run_json("dvc", "plots", "show", "--json")
     # the training plots do not exist yet: only the data half was reproduced
     data_errors = [e for e in plots.get("errors", []) if e.get("source", "").startswith("data/")]
@@ -68,7 +74,7 @@ def test_exp_run_with_a_changed_split_param_makes_a_new_split(tmp_path):
         for rev in experiment["revs"]
     ]
     assert [e["params"]["params.yaml"]["data"]["split"]["seed"] for e in experiments] == [7]
-    assert experiments[0]["metrics"]["data/splits/audit.json"]["data"]["images"] == 24
+    assert experiments[0]["metrics"]["data/splits/summary.json"]["data"]["images"] == 24
 
 
 def test_push_then_pull_into_a_fresh_clone_restores_data_and_outputs(tmp_path):
@@ -76,6 +82,15 @@ def test_push_then_pull_into_a_fresh_clone_restores_data_and_outputs(tmp_path):
     repo.run("dvc", "repro")
     repo.commit("repro")
     repo.run("dvc", "push")
+    # `dvc metrics show`: a handful of flat scalars per stage, whatever the number of classes
+    metrics = next(iter(repo.run_json("dvc", "metrics", "show", "--json").values()))["data"]
+    shown = {path: entry["data"] for path, entry in metrics.items()}
+    assert len(shown) == 5 and all(len(values) <= 15 for values in shown.values()), shown
+    assert all(
+        isinstance(value, int | float | str | bool | None)
+        for values in shown.values()
+        for value in values.values()
+    ), shown
 
     clone = Repo(tmp_path / "clone")
     repo.run("git", "clone", "-q", str(repo.path), str(clone.path))

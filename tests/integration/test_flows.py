@@ -28,6 +28,7 @@ from tests.helpers import REPO_ROOT
 from tests.project import Repo, make_repo
 from visionloop.config import load_config
 from visionloop.errors import VisionloopError
+from visionloop.pipeline import reports
 from visionloop.promotion.registry import list_versions
 
 
@@ -103,6 +104,15 @@ def test_a_later_drop_registers_a_new_version_with_a_verdict(project):
     assert new["gate"] in ("passed", "failed") and new["summary"]
     assert champion(project) == (new["version"] if new["gate"] == "passed" else champion(project))
     assert "digits-002" in latest_artifact("intake")
+    # what `python -m flows run` prints: drops, validation, test metrics, gate, registry
+    block = "\n".join(
+        reports.summary_block(load_config(project.path / "params.yaml"), state.result())
+    )
+    assert re.search(r"digits-002: ingested as drop \w+: files in \d+ = accepted", block), block
+    assert "validation: passed" in block and re.search(r"test: top-1 0\.\d{4}, macro-F1", block)
+    assert re.search(r"^gate: (passed|failed): ", block, flags=re.M) and "registry: " in block
+    assert re.search(r"^  (pass|FAIL)  ", block, flags=re.M), block  # one line per gate rule
+    assert "reports/validation/index.html" in block and "reports/evaluate/report.html" in block
     # the flow lent the library's logger to Prefect only while it ran
     assert logging.getLogger("visionloop").handlers == []
 

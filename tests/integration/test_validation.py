@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.ingest_corpus import manifest, png, project, valid_drop, write
+from visionloop.artifacts.validation_report import read_runs
 from visionloop.config import Config
 from visionloop.data.ingest import ingest_drops
 from visionloop.data.validation import ValidationFailed
@@ -50,6 +52,12 @@ def test_a_clean_manifest_passes_and_writes_json_and_data_docs(tmp_path):
     docs = config.data.validation.report_dir / "data_docs"
     assert (docs / "index.html").is_file()
     assert any("visionloop_manifest" in str(p) for p in docs.rglob("*.html"))
+    # our own page of this run, and the index of every run: what the summary points to
+    page = Path(summary["report"])
+    assert page.parent == config.data.validation.report_dir / "runs" and page.is_file()
+    assert "max_imbalance" in page.read_text() and "dog" in page.read_text()
+    assert Path(summary["history"]) == config.data.validation.report_dir / "index.html"
+    assert f'href="runs/{page.name}"' in Path(summary["history"]).read_text()
 
 
 def test_non_blocking_failures_warn_and_blocking_ones_stop(tmp_path, caplog):
@@ -62,8 +70,12 @@ def test_non_blocking_failures_warn_and_blocking_ones_stop(tmp_path, caplog):
     with pytest.raises(ValidationFailed) as info:
         run_stage("validate", strict)
     message = str(info.value)
-    assert "min_per_class" in message and "\n" not in message and "data_docs" in message
+    assert "min_per_class" in message and "\n" not in message
     assert info.value.exit_code == 4
+    # the message points to the failed run's page, which the history lists as failed
+    runs = read_runs(strict.data.validation.report_dir)
+    assert len(runs) == 1 and not runs[0]["success"]
+    assert str(strict.data.validation.report_dir / runs[0]["page"]) in message
 
 
 def test_a_tampered_manifest_fails_the_blocking_expectations(tmp_path):

@@ -25,3 +25,28 @@ def test_data_version_reads_dvc_hashes_and_the_git_commit(tmp_path):
     tags = data_version(config)
     assert tags["data.raw_md5"] == "abc.dir" and tags["data.split_md5"] == "f00"
     assert len(tags["data.split_sha256"]) == 64 and len(tags["git.commit"]) == 40
+
+
+def test_git_dirty_counts_code_changes_not_the_files_the_pipeline_writes(tmp_path):
+    from visionloop.tracking import git_state
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "train.py").write_text("x = 1\n")
+    (tmp_path / "dvc.lock").write_text("stages: {}\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    assert git_state(tmp_path).dirty is False
+
+    # what a pipeline run leaves behind: a new lock, a .dvc file, DVC's .gitignore entries
+    (tmp_path / "dvc.lock").write_text("stages: {split: {}}\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw.dvc").write_text("outs: []\n")
+    (tmp_path / "data" / ".gitignore").write_text("/raw\n")
+    assert git_state(tmp_path).dirty is False
+
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert git_state(tmp_path).dirty is True
+    (tmp_path / "train.py").write_text("x = 1\n")
+    (tmp_path / "data" / "notes.txt").write_text("a new file is a change too\n")
+    assert git_state(tmp_path).dirty is True

@@ -34,3 +34,19 @@ def test_off_and_other_ranks_print_nothing(capsys):
             progress.epoch_done(1, 1, METRICS)
             progress.message("hello")
     assert capsys.readouterr() == ("", "")
+
+
+def test_the_bar_spans_the_whole_run_with_the_running_loss():
+    import torch
+
+    with Progress("bar") as progress:
+        progress.start_epoch(2, 3, steps=4)  # a run resumed after its first epoch
+        progress.advance(torch.tensor(0.25))
+        (task,) = progress._bar.tasks
+        assert (task.total, task.completed) == (12, 5)  # the ETA is to the last epoch
+        assert task.fields["status"] == "loss 0.2500" and task.description == "epoch 2/3"
+        for _ in range(3):
+            progress.advance(torch.tensor(0.5))
+        progress.start_epoch(3, 3, steps=4)
+        (task,) = progress._bar.tasks
+        assert task.completed == 8 and task.description == "epoch 3/3"

@@ -11,6 +11,8 @@ the reports. Files in evaluate.dir:
 - plots/*.png        the confusion matrix and reliability diagram
 - candidate.json     the bundle's hash and the MLflow run the metrics went to, so a stale
                      evaluation is never attached to another model
+- report.html        all of the above on one page that works offline
+                     (visionloop.artifacts.evaluation_report)
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
                              image of the manifest; an image never changes split
 <split.dir>/state.json       what split.csv was made with and its digest (a DVC persist
                              output, so the next run continues it)
-<split.dir>/audit.json       DVC metrics: cross-split near-duplicate pairs, counts
+<split.dir>/audit.json       cross-split near-duplicate pairs, counts per split and class
+<split.dir>/summary.json     its scalars, flat: the split's DVC metrics
 <split.dir>/class_counts.csv images per class and split (a DVC plot)
 """
 
@@ -28,6 +29,7 @@ EXCLUDED = "excluded"
 SPLIT_FILE = "split.csv"
 STATE_FILE = "state.json"
 AUDIT_FILE = "audit.json"
+SUMMARY_FILE = "summary.json"
 CLASS_COUNTS_FILE = "class_counts.csv"
 COLUMNS = ("sha256", "label", "split", "group", "phash", "drop_id", "reason")
 
@@ -106,7 +108,16 @@ def parse_rows(text: str) -> list[Row]:
 
 
 def write_audit(split_dir: Path, audit: dict[str, Any]) -> None:
+    """The audit, and its scalars as the DVC metric (the per-class counts are a plot, so
+    `dvc metrics show` stays a handful of numbers whatever the number of classes)."""
     write_json_atomic(split_dir / AUDIT_FILE, audit)
+    write_json_atomic(split_dir / SUMMARY_FILE, audit_scalars(audit))
+
+
+def audit_scalars(audit: dict[str, Any]) -> dict[str, Any]:
+    per_split = {f"{split}_images": n for split, n in audit["images_per_split"].items()}
+    scalars = {k: v for k, v in audit.items() if isinstance(v, int | float | str)}
+    return {**scalars, **per_split}
 
 
 def write_class_counts(split_dir: Path, audit: dict[str, Any]) -> None:

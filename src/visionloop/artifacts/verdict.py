@@ -1,7 +1,8 @@
 """The gate's verdict, written by the gate stage and read by the registry and the reports.
 
-<gate.dir>/verdict.json   passed, mode, every rule with value and threshold (a DVC metric)
+<gate.dir>/verdict.json   passed, mode, every rule with value and threshold, statistics
 <gate.dir>/verdict.md     the same as a table, for people
+<gate.dir>/summary.json   a handful of scalars from it: the gate's DVC metrics
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from visionloop.atomic import write_json_atomic, write_text_atomic
 
 VERDICT_JSON = "verdict.json"
 VERDICT_MD = "verdict.md"
+SUMMARY_JSON = "summary.json"
 
 # The verdict's `mode`: which rules applied.
 FIRST_MODEL = "first_model"
@@ -25,6 +27,20 @@ ALREADY_CHAMPION = "already_champion"
 def write_verdict(out_dir: Path, verdict: dict[str, Any]) -> None:
     write_json_atomic(out_dir / VERDICT_JSON, verdict)
     write_text_atomic(out_dir / VERDICT_MD, verdict_markdown(verdict))
+    write_json_atomic(out_dir / SUMMARY_JSON, verdict_scalars(verdict))
+
+
+def verdict_scalars(verdict: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` needs from a verdict: passed, how, and the two top-1s."""
+    champion = verdict["champion"] or {}
+    return {
+        "passed": bool(verdict["passed"]),
+        "mode": verdict["mode"],
+        "rules_failed": sum(not rule["passed"] for rule in verdict["rules"].values()),
+        "candidate_top1": verdict["candidate"]["top1"],
+        "champion_top1": champion.get("top1"),
+        "test_images": verdict.get("test_set", {}).get("n"),
+    }
 
 
 def read_verdict(gate_dir: Path) -> dict[str, Any] | None:

@@ -5,23 +5,28 @@ columns: `file_present`, its member is where the row says in its drop's shard, a
 `label_conflict`) and the class table (one row per class of the class map: `count`,
 `imbalance` = largest class / this class). Each expectation has a
 name (data.validation.blocking lists the ones that stop the pipeline; the rest warn).
-Results go to `<report_dir>/results.json`, a small `summary.json` (DVC metrics) and GX
-Data Docs HTML under `<report_dir>/data_docs/` (its pages fetch CSS/JS from the internet;
-the results themselves are in the HTML).
+Results go to `<report_dir>/results.json`, a small `summary.json` (DVC metrics), this
+run's page of the report history (visionloop.artifacts.validation_report: one
+self-contained HTML page per run and an index, readable offline) and GX Data Docs HTML
+under `<report_dir>/data_docs/` (kept for GX users; its pages fetch CSS/JS from the
+internet, so offline they are unstyled and its index is blank).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
 from visionloop.artifacts import raw_store as store
+from visionloop.artifacts import validation_report
 from visionloop.atomic import write_json_atomic
 from visionloop.config import Config, ExpectationName
 from visionloop.errors import VisionloopError
@@ -61,7 +66,7 @@ class Check:
 
 
 def run(config: Config) -> dict[str, Any]:
-    """Run the suite, write results JSON + Data Docs, raise ValidationFailed on a blocking miss."""
+    """Run the suite, write results JSON and the reports; ValidationFailed on a blocking miss."""
     raw_dir, rules = config.data.raw_dir, config.data.validation
     if not (raw_dir / store.MANIFEST).is_file():
         raise ValidationFailed(
@@ -71,6 +76,7 @@ def run(config: Config) -> dict[str, Any]:
     manifest, classes = manifest_frames(raw_dir)
     report_dir = rules.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
     checks, raw_results = _run_suites(config, manifest, classes, report_dir)
     failed = [c for c in checks if c.blocking and not c.success]
     warnings = [c for c in checks if not c.blocking and not c.success]
@@ -81,11 +87,15 @@ def run(config: Config) -> dict[str, Any]:
         "expectations": len(checks),
         "failed_blocking": [c.name for c in failed],
         "warnings": [c.name for c in warnings],
-        "report": str(report_dir / "data_docs" / "index.html"),
     }
+    results = {**summary, "checks": [c.__dict__ for c in checks]}
+    page = validation_report.write_run(
+        report_dir, results, _class_rows(classes), data_digest(raw_dir), started
+    )
+    summary |= {"report": str(page), "history": str(validation_report.index_path(report_dir))}
     write_json_atomic(
         report_dir / RESULTS_FILE,
-        {**summary, "checks": [c.__dict__ for c in checks], "great_expectations": raw_results},
+        {**results, **summary, "great_expectations": raw_results},
     )
     write_json_atomic(
         report_dir / SUMMARY_FILE,
@@ -116,6 +126,16 @@ def read_summary(report_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def data_digest(raw_dir: Path) -> str:
+    """The first 8 hex digits of the sha256 of the manifest and class map: names the data."""
+    digest = hashlib.sha256()
+    for name in (store.MANIFEST, store.CLASSES):
+        with (raw_dir / name).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:8]
+
+
 def manifest_frames(raw_dir: Path):
     """The manifest with computed columns, and the per-class table, as pandas DataFrames."""
     import pandas as pd
@@ -143,6 +163,15 @@ def manifest_frames(raw_dir: Path):
         }
     )
     return manifest, classes
+
+
+def _class_rows(classes) -> list[dict[str, Any]]:
+    return [
+        {"label": str(label), "count": int(count), "imbalance": float(imbalance)}
+        for label, count, imbalance in zip(
+            classes["label"], classes["count"], classes["imbalance"], strict=True
+        )
+    ]
 
 
 def _expectations(config: Config, classes: list[str]) -> dict[str, list[tuple[str, Any]]]:
@@ -207,6 +236,8 @@ def _run_suites(config: Config, manifest, classes, report_dir: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX logs each temporary folder it makes at INFO: noise in the flow-run log
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     docs_tmp = report_dir / ".data_docs.tmp"

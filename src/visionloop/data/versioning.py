@@ -12,6 +12,7 @@ the user or the flow. The DVC API is imported only inside these functions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -28,6 +29,10 @@ _WORKING_DIRECTORY = threading.RLock()
 def open_repo(root: Path) -> Iterator[Any]:
     from dvc.repo import Repo
 
+    # DVC prints its own lines to the terminal (its import adds the handlers); passed on to
+    # the root logger too, Prefect's console handler in a flow run printed each one twice.
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        logging.getLogger(name).propagate = False
     with _WORKING_DIRECTORY, contextlib.chdir(root), Repo(str(root)) as repo:
         yield repo
 

@@ -6,11 +6,17 @@ was skipped because DVC found it up to date.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from visionloop.artifacts import candidate, evaluation
-from visionloop.artifacts.verdict import read_verdict_markdown
+from visionloop.artifacts import candidate, evaluation, evaluation_report, validation_report
+from visionloop.artifacts.verdict import (
+    VERDICT_MD,
+    format_value,
+    read_verdict,
+    read_verdict_markdown,
+)
 from visionloop.config import Config
 from visionloop.data.ingest.summary import problem
 from visionloop.data.validation import read_summary
@@ -25,6 +31,63 @@ def pipeline_summary(outcomes: list[StageOutcome], registration: dict[str, Any])
         "stage_seconds": round(sum(o.seconds for o in outcomes), 3),
         "registration": registration,
     }
+
+
+def summary_block(config: Config, summary: dict[str, Any]) -> list[str]:
+    """What a retrain did, for the terminal: the drops (`summary["intake"]`: files in =
+    accepted + duplicates + quarantined), validation, test metrics, the gate's rules and
+    verdict, the registry's action, and where each report is. Read from the stages' files,
+    like the Prefect artifacts."""
+    lines = ["drops:", *(f"  {line}" for line in summary.get("intake", []))]
+    lines.append(f"validation: {_validation_lines(config)[0]}")
+    lines.append(f"stages: {one_line(summary)} ({summary['stage_seconds']:.0f} s)")
+    lines.append(f"test: {_test_line(config)}")
+    lines += _gate_lines(config)
+    lines.append(f"registry: {_registry_line(summary.get('registration') or {})}")
+    lines += ["reports:", *(f"  {name:<11} {path}" for name, path in _report_paths(config))]
+    return lines
+
+
+def _test_line(config: Config) -> str:
+    metrics = evaluation.read_metrics(config.evaluate.dir)
+    if not metrics:
+        return "(no evaluation)"
+    return (
+        f"top-1 {metrics['top1']:.4f}, macro-F1 {metrics.get('f1_macro', float('nan')):.4f}, "
+        f"lowest class recall {metrics.get('min_class_recall', float('nan')):.4f}"
+    )
+
+
+def _gate_lines(config: Config) -> list[str]:
+    verdict = read_verdict(config.gate.dir)
+    if verdict is None:
+        return ["gate: (no verdict)"]
+    lines = [f"gate: {'passed' if verdict['passed'] else 'failed'}: {verdict['summary']}"]
+    for name, rule in verdict["rules"].items():
+        lines.append(
+            f"  {'pass' if rule['passed'] else 'FAIL'}  {name}: {format_value(rule['value'])} "
+            f"(threshold {format_value(rule['threshold'])}) {rule['detail']}".rstrip()
+        )
+    return lines
+
+
+def _registry_line(registration: dict[str, Any]) -> str:
+    if not registration:
+        return "no change"
+    action = registration.get("action", "no change")
+    version = registration.get("version")
+    return f"{action}" + (f" v{version}" if version else "")
+
+
+def _report_paths(config: Config) -> list[tuple[str, str]]:
+    def shown(path: Path) -> str:
+        return os.path.relpath(path, config.root) if path.is_absolute() else str(path)
+
+    return [
+        ("validation", shown(validation_report.index_path(config.data.validation.report_dir))),
+        ("evaluation", shown(evaluation_report.report_path(config.evaluate.dir))),
+        ("verdict", shown(config.gate.dir / VERDICT_MD)),
+    ]
 
 
 def one_line(summary: dict[str, Any]) -> str:
@@ -80,7 +143,11 @@ def _validation_lines(config: Config) -> list[str]:
     if summary is None:
         return ["(no validation summary)"]
     status = "passed" if summary.get("success") else "FAILED"
-    return [f"{status}: {summary.get('images')} images, {summary.get('classes')} classes"]
+    warnings = summary.get("warnings", 0)
+    return [
+        f"{status}: {summary.get('expectations', '?')} expectations on {summary.get('images')} "
+        f"images, {summary.get('classes')} classes, {warnings} warning(s)"
+    ]
 
 
 def _metric_lines(config: Config) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from visionloop.artifacts import candidate, evaluation
+from visionloop.artifacts import candidate, evaluation, evaluation_report
 from visionloop.artifacts.bundle import bundle_digest
 from visionloop.artifacts.evaluation import Evaluation
 from visionloop.artifacts.prepared import PreparedSplit, require_split
@@ -177,12 +177,23 @@ def run(config: Config) -> dict[str, Any]:
         config.evaluate.top_confused_pairs,
     )
     out_dir = config.evaluate.dir
+    digest = bundle_digest(candidate.bundle_dir(config.train.dir))
     evaluation.write_evaluation(out_dir, result, classes, split.labels, split.sha256)
     draw_plots(evaluation.plots_dir(out_dir), result, classes)
-    run_id = log_evaluation(config, out_dir, result)
-    digest = bundle_digest(candidate.bundle_dir(config.train.dir))
+    evaluation_report.write_report(out_dir, result, classes, model_facts(classifier.meta, digest))
+    run_id = log_evaluation(config, out_dir, result)  # the report page goes to MLflow too
     evaluation.write_evaluated(out_dir, digest, run_id)
     return {"metrics": result.metrics, "mlflow_run_id": run_id, "dir": str(config.evaluate.dir)}
+
+
+def model_facts(meta, digest: str) -> dict[str, str]:
+    """What the report says about the model it evaluated."""
+    return {
+        "model": meta.arch,
+        "input": f"{meta.image_size} px ({meta.resize})",
+        "test-time augmentation": meta.tta,
+        "bundle": digest[:12],
+    }
 
 
 def check_compatible(split, meta) -> None:

@@ -12,9 +12,12 @@ Aliases only (`champion`, `challenger`), never the deprecated stages. The life o
    `register_and_promote` finishes it (same bundle) or marks it `gate=abandoned` (a newer
    candidate replaced it, so its verdict is gone).
 
-Every alias move is appended to `registry.dir/audit.jsonl` and kept as a registered-model tag
-`audit.NNNNNN` (the copy every user of the tracking server sees; rollback reads it).
-These are plain functions, so the CLI and Prefect tasks can both call them.
+Every alias move is appended to `registry.dir/audit.jsonl` and kept as a tag
+`audit.NNNNNN` on the version the alias moved to (the copy every user of the tracking server
+sees; rollback reads it). Per version, not on the registered model: the model's tags stay a
+handful however many moves there were (registries made before keep theirs on the model and
+are read from there too). These are plain functions, so the CLI and Prefect tasks can both
+call them.
 """
 
 from __future__ import annotations
@@ -187,7 +190,6 @@ def _register(client, config: Config, bundle_dir: Path, digest: str) -> str:
 
 
 def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> str:
-    import mlflow
 
     from visionloop.artifacts.exports import report_tags
     from visionloop.promotion.pyfunc import log_bundle_model
@@ -200,10 +202,14 @@ def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> s
         exported = log_exports(config, bundle_dir, digest)
     ensure_registered_model(client, config.registry.model_name)
     # Tags go in with the version (one call), so a version is never seen without gate=pending.
-    version = mlflow.register_model(
-        info.model_uri,
+    # The client's call, not mlflow.register_model: that one prints "already exists" every
+    # time, since the registered model was created just above.
+    version = client.create_model_version(
         config.registry.model_name,
+        source=info.model_uri,
+        run_id=info.run_id,
         tags={**registration_tags(config, digest, evaluated), **report_tags(exported)},
+        model_id=info.model_id,
     )
     return version_of(version)
 
@@ -347,19 +353,22 @@ def append_audit(client, config: Config, entry: dict[str, Any]) -> None:
     entries = audit_entries(client, name)
     entry = {"seq": len(entries) + 1, **entry}
     line = json.dumps(entry, sort_keys=True)
-    client.set_registered_model_tag(name, f"{AUDIT_TAG_PREFIX}{entry['seq']:06d}", line)
+    tag = f"{AUDIT_TAG_PREFIX}{entry['seq']:06d}"
+    client.set_model_version_tag(name, entry["to_version"], tag, line)
     path = config.registry.dir / AUDIT_FILE
     existing = path.read_text() if path.exists() else ""
     write_text_atomic(path, existing + line + "\n")
 
 
 def audit_entries(client, name: str) -> list[dict[str, Any]]:
-    """The audit trail kept in the registry itself, oldest first."""
+    """The audit trail kept in the registry itself, oldest first: the versions' audit tags,
+    and the registered model's (where registries made before 0.3 kept them)."""
     model = registered_model(client, name)
     if model is None:
         return []
-    keys = sorted(k for k in model.tags if k.startswith(AUDIT_TAG_PREFIX))
-    return [json.loads(model.tags[k]) for k in keys]
+    tags = [model.tags, *(mv.tags for mv in all_versions(client, name))]
+    entries = {k: v for kept in tags for k, v in kept.items() if k.startswith(AUDIT_TAG_PREFIX)}
+    return [json.loads(entries[k]) for k in sorted(entries)]
 
 
 def champion_history(client, name: str) -> list[str]:

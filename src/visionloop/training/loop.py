@@ -70,7 +70,7 @@ def train_one_epoch(
                 ]
             )
         if progress is not None:
-            progress.advance()
+            progress.advance(loss.detach())
     elapsed = time.perf_counter() - started
     loss_sum, correct, count = runtime.sum_across_processes(totals).tolist()
     return {
