@@ -104,6 +104,11 @@ def data_demo(app: AppContext, out: Path | None) -> None:
     help="Accept drops that bring classes not yet in the class map "
     "[default: data.ingest.allow_new_classes].",
 )
+@click.option(
+    "--accept-label-issues",
+    is_flag=True,
+    help="Take drops held for their labels (data.ingest.label_issues: hold) as they are.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -111,6 +116,7 @@ def data_ingest(
     app: AppContext,
     drops: tuple[str, ...],
     allow_new_classes: bool | None,
+    accept_label_issues: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -119,11 +125,15 @@ def data_ingest(
     A DROP is a name in data.incoming_dir or a path: a folder of class-named folders, or a
     .zip/.tar/.tar.gz of one. Exits 3 when a drop was rejected or held.
     """
-    from visionloop.data.ingest import ingest_drops
     from visionloop.data.ingest.summary import DropsNeedAttention, format_summary, to_json
+    from visionloop.monitoring.intake import ingest_with_checks
 
-    result = ingest_drops(
-        app.config, list(drops) or None, allow_new_classes=allow_new_classes, progress=not quiet
+    result = ingest_with_checks(
+        app.config,
+        list(drops) or None,
+        allow_new_classes=allow_new_classes,
+        accept_label_issues=accept_label_issues,
+        progress=not quiet,
     )
     click.echo(to_json(result) if as_json else "\n".join(format_summary(result)))
     if result.problems():
