@@ -376,6 +376,42 @@ def predict_command(
     click.echo(summary, err=True)
 
 
+@cli.group()
+def monitor() -> None:
+    """Watch what the model sees (docs/monitoring.md)."""
+
+
+@monitor.command("drift")
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def monitor_drift(app: AppContext, model_uri: str | None, as_json: bool) -> None:
+    """Drift of the prediction log's last monitoring.window_days days against the champion's
+    training images. Exits 4 on an alert."""
+    from visionloop.monitoring.log_drift import check_prediction_log
+    from visionloop.monitoring.reference import watched_from
+
+    report = check_prediction_log(app.config, watched_from(app.config, model_uri))
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(drift_line(report))
+    if report["verdict"] == "alert":
+        click.get_current_context().exit(4)
+
+
+def drift_line(report: dict) -> str:
+    drift = report["drift"]
+    if "skipped" in drift:
+        return f"prediction log: drift check skipped ({drift['skipped']})"
+    mmd = f"MMD p {drift['mmd_p']:.3g}" if drift.get("mmd_p") is not None else "MMD skipped"
+    return (
+        f"prediction log since {report['since']}: {drift['verdict']} (p {drift['p_value']:.3g}; "
+        f"{mmd}, KS p {drift['ks_p']:.3g}, D {drift['ks_d']:.2f}; {drift['images']} images, "
+        f"mean confidence {drift['mean_confidence']:.2f} vs {drift['reference_confidence']:.2f})"
+    )
+
+
 @cli.command("serve")
 @click.option("--model", "model_uri", default=None, help=MODEL_HELP + " An @ALIAS is followed.")
 @click.option("--host", default=None, help="[default: serving.host, 127.0.0.1]")

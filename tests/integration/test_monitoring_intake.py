@@ -36,7 +36,7 @@ def test_a_clean_drop_passes_and_its_checks_are_reported(config, bundles):
 
     assert drop.status == "ingested"
     checks = json.loads((config.monitoring.dir / f"clean-{drop.drop_id}.json").read_text())
-    assert checks["model"] == "good"
+    assert checks["model"] == "local"
     assert checks["drift"]["verdict"] == "none"
     assert checks["drift"]["images"] == 150
     assert checks["label_issues"]["checked"] == 150

@@ -10,6 +10,7 @@ import numpy as np
 
 from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.config import Config
+from visionloop.errors import VisionloopError
 from visionloop.images import fit_batch
 from visionloop.models.classifier import Classifier
 from visionloop.monitoring.drift import subsample
@@ -62,3 +63,24 @@ def reference_seen(config: Config, watched: Watched) -> Seen:
     meta = watched.classifier.meta
     images = fit_batch(np.asarray(train.images[picked]), meta.image_size, meta.resize)
     return embed(watched.classifier, images)
+
+
+def watched_from(config: Config, uri: str | None) -> Watched:
+    """`--model URI|folder` (serving's resolver and integrity check), or the champion."""
+    if uri is None:
+        try:
+            return champion_or_reason(config)
+        except NoModel as exc:
+            raise VisionloopError(
+                f"{exc}; train and promote a model first, or pass --model URI|bundle-folder"
+            ) from None
+    import tempfile
+
+    from visionloop.models.classifier import load_bundle
+    from visionloop.serving.source import local_bundle, resolve
+
+    ref = resolve(config, uri)
+    with tempfile.TemporaryDirectory(prefix="visionloop-model-") as folder:
+        bundle_dir, _ = local_bundle(ref, Path(folder))
+        classifier = load_bundle(bundle_dir)
+    return Watched(classifier, ref.version or "local")  # as serving logs a bundle folder

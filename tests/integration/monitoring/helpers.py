@@ -17,7 +17,7 @@ from visionloop.monitoring.reference import Watched
 
 
 def watched(bundles: dict[str, Path]) -> Watched:
-    return Watched(load_bundle(bundles["good"]), "good")
+    return Watched(load_bundle(bundles["good"]), "local")  # as serving logs a bundle folder
 
 
 def unseen_digits() -> tuple[np.ndarray, np.ndarray]:
