@@ -333,6 +333,7 @@ class FlowsConfig(Section):
     server_port: int = Field(4200, ge=1024, le=65535)  # local `prefect server` of flows serve
     push_after_retrain: bool = True  # `dvc push` once a retraining is recorded
     notify_block: str = ""  # a Prefect notification block ("slack-webhook/ops"); "" = none
+    monitor_cron: str = "0 * * * *"  # the monitor deployment: prediction-log drift, hourly
 
 
 class StackConfig(Section):

@@ -25,6 +25,7 @@ from visionloop.images import load_for_model
 from visionloop.monitoring import drift, labels
 from visionloop.monitoring.features import Seen, embed
 from visionloop.monitoring.reference import NoModel, Watched, champion_or_reason, reference_seen
+from visionloop.monitoring.tracking import log_check
 
 
 def ingest_with_checks(
@@ -63,6 +64,7 @@ class DropChecks:
         report["drop_id"] = drop_id
         target = self.config.monitoring.dir / f"{drop}-{drop_id}.json"
         report["report_path"] = str(target)
+        report["mlflow_run_id"] = log_check(self.config, f"drop {drop}", report)
         write_json_atomic(target, report)
         return report
 

@@ -24,6 +24,7 @@ from visionloop.images import fit_batch, load_for_model
 from visionloop.monitoring import drift
 from visionloop.monitoring.features import embed
 from visionloop.monitoring.reference import NoModel, Watched, champion_or_reason, reference_seen
+from visionloop.monitoring.tracking import log_check
 
 REPORT = "prediction-log.json"
 
@@ -47,6 +48,7 @@ def check_prediction_log(config: Config, watched: Watched | None = None) -> dict
         report["drift"] = {"skipped": str(exc)}
     report["verdict"] = report["drift"].get("verdict", "none")
     report["checked_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["mlflow_run_id"] = log_check(config, "prediction log", report)
     write_json_atomic(config.monitoring.dir / REPORT, report)
     return report
 

@@ -12,7 +12,7 @@ from typing import Any
 from visionloop.artifacts import candidate, evaluation
 from visionloop.artifacts.verdict import read_verdict_markdown
 from visionloop.config import Config
-from visionloop.data.ingest.summary import problem
+from visionloop.data.ingest.summary import check_lines, problem
 from visionloop.data.validation import read_summary
 from visionloop.pipeline.reproduce import StageOutcome
 
@@ -70,8 +70,38 @@ def intake_markdown(result: Any) -> str:
         )
     if not result.drops:
         lines.append("| (no new drop) | | | | | |")
+    checked = [drop for drop in result.drops if drop.checks]
+    if checked:
+        lines += ["", "## Checks (drift, labels)", ""]
+        for drop in checked:
+            lines += [f"- **{drop.name}**"] + [
+                f"  - {line.strip()}" for line in check_lines(drop.checks)
+            ]
     lines += ["", *(f"- {problem(drop)}" for drop in result.problems())]
     lines.append(f"\n{result.images} images in data/raw, class map v{result.class_version}.")
+    return "\n".join(lines) + "\n"
+
+
+def drift_markdown(report: dict[str, Any]) -> str:
+    """The prediction-log drift report (visionloop.monitoring.log_drift) as markdown."""
+    drift = report["drift"]
+    lines = [f"# Prediction-log drift since {report['since']}", ""]
+    if "skipped" in drift:
+        return "\n".join([*lines, f"Skipped: {drift['skipped']}."]) + "\n"
+    lines += [f"**Verdict: {drift['verdict']}** (model version {report.get('model')})", ""]
+    lines += ["| figure | value |", "|---|---|"]
+    for key in (
+        "p_value",
+        "mmd_p",
+        "mmd2",
+        "ks_p",
+        "ks_d",
+        "images",
+        "mean_confidence",
+        "reference_confidence",
+    ):
+        value = drift.get(key)
+        lines.append(f"| {key} | {value if value is None else f'{value:.4g}'} |")
     return "\n".join(lines) + "\n"
 
 
