@@ -412,6 +412,93 @@ def drift_line(report: dict) -> str:
     )
 
 
+@cli.command("explain")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("explanations"),
+    show_default=True,
+    help="Folder for the <image>.gradcam.png overlays.",
+)
+@click.option("--target", default=None, help="Explain this class [default: the predicted one].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@click.pass_obj
+def explain_command(
+    app: AppContext,
+    images: tuple[Path, ...],
+    model_uri: str | None,
+    out: Path,
+    target: str | None,
+    as_json: bool,
+) -> None:
+    """Grad-CAM overlays: where in each IMAGE the model found its evidence."""
+    from visionloop.monitoring.explain import explain_files
+    from visionloop.monitoring.reference import watched_from
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise VisionloopError(f"no such image file: {', '.join(missing)}")
+    watched = watched_from(app.config, model_uri)
+    try:
+        written = explain_files(watched.classifier, list(images), out, target)
+    except (OSError, SyntaxError) as exc:
+        raise VisionloopError(f"an image could not be read ({exc}); pass image files") from None
+    if as_json:
+        echo_json(written)
+        return
+    for item in written:
+        click.echo(
+            f"{item['image']}: {item['class']} p={item['probability']:.2f} -> {item['overlay']}"
+        )
+
+
+@cli.command("select")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="A folder of unlabelled images, or `prediction-log` (its kept images).",
+)
+@click.option("--budget", type=click.IntRange(min=1), required=True, help="Images to pick.")
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="[default: monitoring.select.out_dir]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def select_command(
+    app: AppContext,
+    source: str,
+    budget: int,
+    model_uri: str | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Pick the unlabelled images most worth labelling (uncertain and diverse).
+
+    Writes <out>/<time>/images/ and to-label.csv. Sort the images into class folders of a
+    new drop and put it in data.incoming_dir: it is ingested like any other drop.
+    """
+    from visionloop.monitoring.reference import watched_from
+    from visionloop.monitoring.select import select_to_label
+
+    summary = select_to_label(app.config, watched_from(app.config, model_uri), source, budget, out)
+    if as_json:
+        echo_json(summary)
+        return
+    for line in summary["left_out"]:
+        click.echo(f"left out: {line}", err=True)
+    click.echo(
+        f"selected {summary['selected']} of {summary['candidates']} images -> "
+        f"{summary['folder']} (ranked in {summary['csv']})"
+    )
+
+
 @cli.command("serve")
 @click.option("--model", "model_uri", default=None, help=MODEL_HELP + " An @ALIAS is followed.")
 @click.option("--host", default=None, help="[default: serving.host, 127.0.0.1]")
