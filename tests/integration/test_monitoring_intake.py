@@ -117,10 +117,19 @@ def test_checks_are_skipped_with_their_reason(config, bundles):
     # too small for a test, and a class the champion does not know
     small = config.data.incoming_dir / "small"
     write_drop(small, images[40:45], labels[40:45])
-    write_drop(small / "x", images[45:50], labels[45:50])  # nested: quarantined, not a class
+    for index, image in enumerate(images[45:60]):
+        (small / "zebra").mkdir(parents=True, exist_ok=True)
+        (small / "zebra" / f"{index}.png").write_bytes(png_bytes(image))
     (small_outcome,) = ingest_with_checks(
         config, allow_new_classes=True, watched=watched(bundles)
     ).drops
-    assert "fewer than monitoring.drift.min_images" in small_outcome.checks["drift"]["skipped"]
+    assert small_outcome.status == "ingested" and small_outcome.accepted == 20
+    assert small_outcome.checks["drift"]["images"] == 20  # drift needs no labels
     issues = small_outcome.checks["label_issues"]
+    assert issues["unknown_classes"] == ["zebra"] and issues["checked"] == 5
     assert "fewer than monitoring.labels.min_images" in issues["skipped"]
+
+    tiny = config.data.incoming_dir / "tiny"
+    write_drop(tiny, images[60:70], labels[60:70])
+    (tiny_outcome,) = ingest_with_checks(config, watched=watched(bundles)).drops
+    assert "fewer than monitoring.drift.min_images" in tiny_outcome.checks["drift"]["skipped"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 import yaml
 
 from tests.helpers import run_cli
@@ -17,7 +18,9 @@ from tests.integration.monitoring.helpers import (
     write_reference,
 )
 from visionloop.artifacts.prediction_log import PredictionLog, now_iso
+from visionloop.errors import VisionloopError
 from visionloop.monitoring.log_drift import check_prediction_log
+from visionloop.monitoring.select import select_to_label
 
 
 def log_images(config, images, classifier, keep: bool) -> None:
@@ -67,6 +70,19 @@ def test_drift_on_kept_images_and_on_confidences_alone(tmp_path, bundles):
     assert shifted["verdict"] == "alert"
     saved = json.loads((config.monitoring.dir / "prediction-log.json").read_text())
     assert saved["verdict"] == "alert"
+
+
+def test_select_from_the_prediction_log_takes_its_kept_images(tmp_path, bundles):
+    config = project(tmp_path)
+    model = watched(bundles)
+    images, _ = unseen_digits()
+    log_images(config, images[:30], model.classifier, keep=False)
+    with pytest.raises(VisionloopError, match=r"serving\.keep_images: true"):
+        select_to_label(config, model, "prediction-log", budget=5)
+    log_images(config, images[30:60], model.classifier, keep=True)
+    log_images(config, images[30:40], model.classifier, keep=True)  # asked again: once
+    summary = select_to_label(config, model, "prediction-log", budget=5)
+    assert summary["candidates"] == 30 and summary["selected"] == 5
 
 
 def test_monitor_drift_cli(tmp_path, bundles):

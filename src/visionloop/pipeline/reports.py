@@ -6,10 +6,11 @@ was skipped because DVC found it up to date.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from visionloop.artifacts import candidate, evaluation
+from visionloop.artifacts import candidate, evaluation, raw_store
 from visionloop.artifacts.verdict import read_verdict_markdown
 from visionloop.config import Config
 from visionloop.data.ingest.summary import check_lines, problem
@@ -46,6 +47,7 @@ def pipeline_markdown(
         f"| {o.name} | {'ran' if o.ran else 'up to date'} | {o.seconds:.1f} |" for o in outcomes
     ]
     lines += ["", "## Validation", "", *_validation_lines(config)]
+    lines += ["", "## Latest drop's checks", "", *_check_lines(config)]
     lines += ["", "## Test metrics", "", *_metric_lines(config)]
     lines += ["", "## Registry", ""]
     lines += [f"- **{key}**: {value}" for key, value in sorted(registration.items())]
@@ -111,6 +113,20 @@ def _validation_lines(config: Config) -> list[str]:
         return ["(no validation summary)"]
     status = "passed" if summary.get("success") else "FAILED"
     return [f"{status}: {summary.get('images')} images, {summary.get('classes')} classes"]
+
+
+def _check_lines(config: Config) -> list[str]:
+    """Drift and label checks of the newest drop in the ledger (monitoring.intake's report)."""
+    drops, _ = raw_store.read_ledger(config.data.raw_dir)
+    if not drops:
+        return ["(no drop ingested)"]
+    latest = drops[-1]
+    path = config.monitoring.dir / f"{latest.get('name')}-{latest.get('drop_id')}.json"
+    try:
+        checks = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"(no checks recorded for drop {latest.get('name')})"]
+    return [f"- **{latest.get('name')}**"] + [f"  - {line.strip()}" for line in check_lines(checks)]
 
 
 def _metric_lines(config: Config) -> list[str]:
