@@ -56,3 +56,35 @@ def embed(classifier: Classifier, images: np.ndarray, batch_size: int = 256) -> 
         classes = len(classifier.meta.classes)
         return Seen(np.zeros((0, 0), np.float32), np.zeros((0, classes), np.float32))
     return Seen(torch.cat(captured).numpy(), torch.cat(probs).numpy())
+
+
+def embed_files(
+    classifier: Classifier, sources: list, batch_size: int = 256
+) -> tuple[Seen, list[int], list[str]]:
+    """Decode and embed image files (paths or bytes) a batch at a time, so memory stays
+    bounded however many there are: (what was seen, indices of the readable sources, one
+    line per unreadable one)."""
+    from visionloop.images import load_for_model
+
+    meta = classifier.meta
+    parts, kept, left = [], [], []
+    for start in range(0, len(sources), batch_size):
+        batch = []
+        for index in range(start, min(start + batch_size, len(sources))):
+            try:
+                batch.append(load_for_model(sources[index], meta.image_size, meta.resize))
+                kept.append(index)
+            except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for junk
+                left.append(f"{sources[index]}: not a readable image ({exc})")
+        if batch:
+            parts.append(embed(classifier, np.stack(batch), batch_size))
+    if not parts:
+        return (
+            embed(classifier, np.zeros((0, meta.image_size, meta.image_size, 3), np.uint8)),
+            [],
+            left,
+        )
+    seen = Seen(
+        np.concatenate([p.embeddings for p in parts]), np.concatenate([p.probs for p in parts])
+    )
+    return seen, kept, left

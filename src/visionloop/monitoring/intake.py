@@ -21,9 +21,8 @@ from visionloop.config import Config
 from visionloop.data.ingest.run import IngestResult, StagedImage, ingest_drops
 from visionloop.data.splits import perceptual_hash
 from visionloop.errors import VisionloopError
-from visionloop.images import load_for_model
 from visionloop.monitoring import drift, labels
-from visionloop.monitoring.features import Seen, embed
+from visionloop.monitoring.features import Seen, embed_files
 from visionloop.monitoring.reference import NoModel, Watched, champion_or_reason, reference_seen
 from visionloop.monitoring.tracking import log_check
 
@@ -105,9 +104,9 @@ def check_drop(config: Config, drop: str, images: list[StagedImage], model_or_re
 
 
 def seen_of(watched: Watched, images: list[StagedImage]) -> Seen:
-    meta = watched.classifier.meta
-    batch = np.stack([load_for_model(i.path, meta.image_size, meta.resize) for i in images])
-    return embed(watched.classifier, batch)
+    # screening has decoded every accepted image already: none is unreadable here
+    seen, _, _ = embed_files(watched.classifier, [i.path for i in images])
+    return seen
 
 
 def drift_of(config: Config, reference: Seen | None, seen: Seen) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from visionloop.artifacts.prediction_log import image_path, read_predictions
 from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.atomic import write_json_atomic
 from visionloop.config import Config
-from visionloop.images import fit_batch, load_for_model
+from visionloop.images import fit_batch
 from visionloop.monitoring import drift
-from visionloop.monitoring.features import embed
+from visionloop.monitoring.features import embed_files
 from visionloop.monitoring.reference import NoModel, Watched, champion_or_reason, reference_seen
 from visionloop.monitoring.tracking import log_check
 
@@ -63,9 +63,8 @@ def _drift(config: Config, watched: Watched, records: list[dict]) -> dict[str, A
     stored = [_stored_image(config, r) for r in records]
     stored = [path for path in stored if path is not None]
     if len(stored) >= rules.min_images:
-        meta = watched.classifier.meta
-        batch = np.stack([load_for_model(p, meta.image_size, meta.resize) for p in stored])
-        seen = embed(watched.classifier, batch)
+        picked = drift.subsample(len(stored), rules.max_images, rules.seed + 1)
+        seen, _, _ = embed_files(watched.classifier, [stored[i] for i in picked])
         result = drift.compare(reference_seen(config, watched), seen, rules)
         return {"mode": "images", **result.to_dict()}
     return {"mode": "confidence_only", **_confidence_only(config, watched, records)}

@@ -27,8 +27,7 @@ from visionloop.artifacts.prediction_log import image_path, read_predictions
 from visionloop.atomic import staged_dir
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
-from visionloop.images import load_for_model
-from visionloop.monitoring.features import embed
+from visionloop.monitoring.features import embed_files
 from visionloop.monitoring.reference import Watched
 
 CSV_NAME = "to-label.csv"
@@ -84,8 +83,8 @@ def rank_for_labelling(
 
 @dataclass(frozen=True)
 class Candidate:
-    source: str  # the file, or the prediction log's stored image
-    data: bytes
+    source: str  # as given: the file, or the prediction log's stored image
+    path: Path  # read when decoded and when copied, never held in memory
 
 
 def candidates_from(config: Config, source: str) -> tuple[list[Candidate], list[str]]:
@@ -98,7 +97,7 @@ def candidates_from(config: Config, source: str) -> tuple[list[Candidate], list[
             f"--from {source}: not a folder; give a folder of images or `{PREDICTION_LOG}`"
         )
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    chosen = [Candidate(str(p), p.read_bytes()) for p in files if p.suffix.lower() in SUFFIXES]
+    chosen = [Candidate(str(p), p) for p in files if p.suffix.lower() in SUFFIXES]
     left = [f"{p}: not an image file name" for p in files if p.suffix.lower() not in SUFFIXES]
     return chosen, left
 
@@ -112,25 +111,13 @@ def _from_prediction_log(config: Config) -> tuple[list[Candidate], list[str]]:
         seen.add(sha)
         path = image_path(config.serving.image_store, sha, record.get("format") or "")
         if record.get("stored") and path.is_file():
-            chosen.append(Candidate(str(path), path.read_bytes()))
+            chosen.append(Candidate(str(path), path))
     if not chosen:
         raise VisionloopError(
             f"no stored images in {config.serving.image_store}: the prediction log keeps "
             "images only with serving.keep_images: true"
         )
     return chosen, left
-
-
-def decode_all(candidates: list[Candidate], size: int, resize: str):
-    """Decoded model inputs of the readable candidates; the unreadable ones, with why."""
-    images, kept, left = [], [], []
-    for candidate in candidates:
-        try:
-            images.append(load_for_model(candidate.data, size, resize))
-            kept.append(candidate)
-        except (OSError, ValueError, SyntaxError) as exc:  # Pillow's errors for junk files
-            left.append(f"{candidate.source}: not a readable image ({exc})")
-    return images, kept, left
 
 
 def select_to_label(
@@ -140,16 +127,15 @@ def select_to_label(
     rules = config.monitoring.select
     candidates, left = candidates_from(config, source)
     meta = watched.classifier.meta
-    images, kept, unreadable = decode_all(candidates, meta.image_size, meta.resize)
+    seen, readable, unreadable = embed_files(watched.classifier, [c.path for c in candidates])
+    kept = [candidates[i] for i in readable]
     left += unreadable
     if not kept:
         raise VisionloopError(f"--from {source}: no readable images to choose from")
-    seen = embed(watched.classifier, np.stack(images))
     order = rank_for_labelling(
         seen.probs, seen.embeddings, budget, rules.uncertainty, rules.pool_factor
     )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = (out_dir or rules.out_dir) / stamp
+    target = _new_folder(out_dir or rules.out_dir)
     rows = _write_selection(target, order, kept, seen.probs, meta.classes)
     return {
         "folder": str(target),
@@ -161,6 +147,16 @@ def select_to_label(
     }
 
 
+def _new_folder(parent: Path) -> Path:
+    """<parent>/<UTC time>, never an earlier selection's folder (it is the user's work)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target, number = parent / stamp, 1
+    while target.exists():
+        number += 1
+        target = parent / f"{stamp}-{number}"
+    return target
+
+
 def _write_selection(target: Path, order, kept, probs, classes) -> list[dict]:
     margins = uncertainty(probs, "margin")
     entropies = uncertainty(probs, "entropy")
@@ -169,10 +165,11 @@ def _write_selection(target: Path, order, kept, probs, classes) -> list[dict]:
         (staging / IMAGE_FOLDER).mkdir()
         for rank, index in enumerate(order, 1):
             candidate = kept[index]
-            sha = hashlib.sha256(candidate.data).hexdigest()
-            suffix = Path(candidate.source).suffix.lower() or ".img"
+            data = candidate.path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            suffix = candidate.path.suffix.lower() or ".img"
             name = f"{IMAGE_FOLDER}/{rank:04d}-{sha[:12]}{suffix}"
-            (staging / name).write_bytes(candidate.data)
+            (staging / name).write_bytes(data)
             rows.append(
                 {
                     "rank": rank,
