@@ -9,7 +9,9 @@ for a person, like a drop bringing a new class.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +154,11 @@ def label_issues_of(
 def near_duplicate_conflicts(config: Config, images: list[StagedImage]) -> list[dict]:
     if config.data.ingest.label_issues == "off":
         return []
-    new = [(i.sha256, i.label, perceptual_hash(i.path)) for i in images]
+    # decoding dominates and Pillow releases the GIL while it decodes: threads pay off
+    workers = config.data.ingest.workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phash") as pool:
+        hashes = list(pool.map(perceptual_hash, [i.path for i in images]))
+    new = [(i.sha256, i.label, h) for i, h in zip(images, hashes, strict=True)]
     try:
         stored_rows = split_table.read_split(config.split.dir)
     except VisionloopError:
