@@ -332,6 +332,18 @@ def test_a_drop_held_for_its_labels_ends_the_run_before_training(project):
     assert "drift: alert" in intake and "suspected mislabelled" in intake
     assert drop.is_dir()  # left for a person
     shutil.rmtree(drop)
+    import mlflow
+
+    from visionloop.promotion.registry import registry_client
+
+    registry_client(load_config(hold_params))  # points MLflow at the project's store
+    (logged,) = mlflow.search_runs(
+        experiment_names=[params["registry"]["experiment"]],
+        filter_string="tags.`monitoring.source` = 'drop odd-003'",
+        output_format="list",
+    )
+    assert logged.data.tags["drift.verdict"] == "alert"
+    assert logged.data.metrics["labels.suspects"] > 0
 
     report = monitor(params=str(hold_params))  # nothing served yet: skipped, with why
     assert report["verdict"] == "none" and "0 predictions" in report["drift"]["skipped"]

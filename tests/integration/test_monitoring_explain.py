@@ -9,12 +9,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
 from tests.helpers import run_cli
 from tests.ingest_corpus import project
 from tests.integration.monitoring.helpers import png_bytes, unseen_digits, watched
 from visionloop.artifacts.bundle import BundleMeta
+from visionloop.cli import cli
 from visionloop.models.classifier import Classifier
 from visionloop.models.zoo import ZOO, build_model, min_image_size
 from visionloop.monitoring.explain import (
@@ -84,9 +86,10 @@ def test_explain_cli_writes_overlays_and_refuses_junk(tmp_path, bundles):
     assert [Image.open(w["overlay"]).size for w in written] == [(256, 142)] * 2
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
-    bad = run_cli("explain", str(junk), "--model", str(bundles["good"]), cwd=tmp_path)
-    assert bad.returncode != 0 and "Traceback" not in bad.stderr
-    assert bad.stderr.strip().splitlines()[-1].startswith("Error: ")
+    params = ["--params", str(tmp_path / "params.yaml")]
+    bad = CliRunner().invoke(cli, [*params, "explain", str(junk), "--model", str(bundles["good"])])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert bad.stderr.strip().splitlines()[-1].startswith("Error: an image could not be read")
 
 
 def test_select_writes_a_ranked_folder_of_uncertain_images(tmp_path, bundles):

@@ -33,11 +33,10 @@ class NoModel(Exception):
 
 def champion_or_reason(config: Config) -> Watched:
     """The registry's champion, or NoModel saying why there is none to check with."""
+    from visionloop.monitoring.tracking import store_exists
     from visionloop.promotion.registry import load_champion
-    from visionloop.tracking import SQLITE_PREFIX, tracking_uri
 
-    uri = tracking_uri(config)
-    if uri.startswith(SQLITE_PREFIX) and not Path(uri.removeprefix(SQLITE_PREFIX)).exists():
+    if not store_exists(config):
         raise NoModel("no champion yet (no registry database)")  # and none is created here
     try:
         champion = load_champion(config)

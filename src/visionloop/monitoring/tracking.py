@@ -5,18 +5,27 @@ the model version as tags, the report as an artifact."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from visionloop.config import Config
-from visionloop.tracking import start_run
+from visionloop.tracking import SQLITE_PREFIX, start_run, tracking_uri
 
 log = logging.getLogger(__name__)
+
+
+def store_exists(config: Config) -> bool:
+    uri = tracking_uri(config)
+    return not uri.startswith(SQLITE_PREFIX) or Path(uri.removeprefix(SQLITE_PREFIX)).exists()
+
+
 METRICS = ("p_value", "mmd_p", "mmd2", "ks_p", "ks_d", "mean_confidence", "images")
 
 
 def log_check(config: Config, name: str, report: dict[str, Any]) -> str | None:
-    """The run id; None when nothing was checked (no model) or MLflow refused (logged)."""
-    if report.get("model") is None:
+    """The run id; None when nothing was checked (no model), when there is no tracking store
+    yet (a check never creates one: training does), or when MLflow refused (logged)."""
+    if report.get("model") is None or not store_exists(config):
         return None
     drift = report.get("drift", {})
     issues = report.get("label_issues", {})
