@@ -1,4 +1,4 @@
-"""`python -m flows run|serve|demo`, from the project folder: the Prefect side of visionloop.
+"""`python -m flows run|monitor|serve|demo`, from the project folder: visionloop's Prefect side.
 
 The flows belong to the project (like dvc.yaml), not to the installed library, which never
 imports Prefect. Offline defaults, with the project's PREFECT_HOME, are applied before
@@ -65,6 +65,20 @@ def run(app: FlowsContext) -> None:
         raise SystemExit(1)
 
 
+@flows.command("monitor")
+@click.pass_obj
+def monitor_once(app: FlowsContext) -> None:
+    """Run `monitor` once now: prediction-log drift, the event on warn or alert."""
+    from flows.retrain import monitor
+
+    app.check_server()
+    report = monitor(params=str(app.params_path.resolve()))
+    drift = report["drift"]
+    click.echo(
+        f"monitor: {report['verdict']}" + (f" ({drift['skipped']})" if "skipped" in drift else "")
+    )
+
+
 @flows.command("demo")
 @click.pass_obj
 def demo(app: FlowsContext) -> None:
@@ -79,7 +93,7 @@ def demo(app: FlowsContext) -> None:
 @flows.command("serve")
 @click.pass_obj
 def serve(app: FlowsContext) -> None:
-    """Serve the nightly, on-drop and watcher deployments until interrupted.
+    """Serve the nightly, on-drop, watcher and prediction-log deployments until interrupted.
 
     With no PREFECT_API_URL set, a local `prefect server` (SQLite, loopback) is started
     for the duration and stopped on exit.

@@ -1,8 +1,9 @@
 """The deployments `python -m flows serve` runs, built from params (prefect.yaml holds the
-same three for a work pool):
+same four for a work pool):
 
 - `retrain/nightly`: the cron schedule from `flows.retrain_cron`;
 - `retrain/on-drop`: started by the `visionloop.drop.complete` event;
+- `monitor/prediction-log`: prediction-log drift on the cron schedule `flows.monitor_cron`;
 - `watch-drops/watcher`: one long-lived run (tagged always-on) that looks at the incoming
   folder every `flows.watch_interval_seconds`; serving, or `visionloop stack up` for a
   worker, starts it when no run of it is active.
@@ -35,7 +36,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.schedules import Cron
 from prefect.states import Crashed
 
-from flows.retrain import DROP_COMPLETE_EVENT, retrain, watch_drops
+from flows.retrain import DROP_COMPLETE_EVENT, monitor, retrain, watch_drops
 from visionloop.config import Config
 from visionloop.stack.control import ALWAYS_ON_TAG as ALWAYS_ON
 
@@ -65,7 +66,15 @@ def build_deployments(config: Config, params_path: Path) -> list:
         description="One long-lived run: announce each complete drop once with a "
         f"{DROP_COMPLETE_EVENT} event.",
     )
-    return [nightly, on_drop, watcher]
+    drift = monitor.to_deployment(
+        name="prediction-log",
+        schedule=Cron(config.flows.monitor_cron, timezone=config.flows.timezone),
+        parameters=parameters,
+        concurrency_limit=ONE_AT_A_TIME,
+        description="Drift of the prediction log against the champion's training images; "
+        "a visionloop.drift.detected event on warn or alert.",
+    )
+    return [nightly, on_drop, watcher, drift]
 
 
 def serve_deployments(deployments: list) -> None:

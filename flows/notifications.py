@@ -3,7 +3,9 @@
 Set `flows.notify_block` to a Prefect notification block ("<block-type>/<name>", e.g.
 `slack-webhook/ops`, made once with the UI or `prefect block create`). `visionloop flows
 serve` then keeps two automations in place: one fires when a `retrain` flow run fails, the
-other on the `visionloop.model.promoted` event that the flow emits after a promotion.
+other on the `visionloop.model.promoted` event that the flow emits after a promotion, a
+third on `visionloop.drift.detected` with an alert verdict (docs/monitoring.md shows an
+automation that starts `retrain` on it instead).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from visionloop.config import Config
 from visionloop.errors import VisionloopError
 
 PROMOTED_EVENT = "visionloop.model.promoted"
+DRIFT_EVENT = "visionloop.drift.detected"
+ON_DRIFT = "visionloop: drift detected"
 ON_FAILURE = "visionloop: retrain failed"
 ON_PROMOTION = "visionloop: model promoted"
 
 
 def ensure_notifications(config: Config) -> list[Automation]:
-    """Create (or replace) the two automations; none when no block is configured."""
+    """Create (or replace) the three automations; none when no block is configured."""
     if not config.flows.notify_block:
         return []
     block_id = _block_id(config.flows.notify_block)
@@ -50,6 +54,22 @@ def ensure_notifications(config: Config) -> list[Automation]:
                 subject="visionloop: new champion",
                 body="{{ event.payload.model }} v{{ event.payload.version }} is the champion: "
                 "{{ event.payload.summary }}",
+            ),
+        ),
+        _automation(
+            ON_DRIFT,
+            EventTrigger(
+                expect={DRIFT_EVENT},
+                match={"visionloop.verdict": "alert"},
+                posture=Posture.Reactive,
+                threshold=1,
+            ),
+            SendNotification(
+                block_document_id=block_id,
+                subject="visionloop: input drift",
+                body="{{ event.payload.verdict }} on {{ event.payload.source }} for model "
+                "{{ event.payload.model }}: p {{ event.payload.drift.p_value }}; report "
+                "{{ event.payload.report }}",
             ),
         ),
     ]

@@ -3,6 +3,8 @@
 - `train_pipeline`: validate -> split -> prepare -> train -> evaluate -> gate, each stage
   run as DVC would run it (so `dvc status` is clean afterwards), then register/promote.
 - `retrain`: take the complete drops in -> train_pipeline -> `dvc push`; one at a time.
+- `monitor`: drift of the serving prediction log's window against the champion's training
+  images; a `visionloop.drift.detected` event on warn or alert.
 - `watch_drops`: announce each complete drop once, as a Prefect event that starts `retrain`;
   deployed, it is one long-lived run that keeps looking (not a flow run per look).
 """
@@ -17,8 +19,8 @@ from prefect.events import emit_event
 from prefect.states import Cancelled, Completed, Failed
 
 from flows.library_logs import library_logs_to_prefect
-from flows.notifications import PROMOTED_EVENT
-from tasks.actions import ingest_drops, push_data, register_and_promote
+from flows.notifications import DRIFT_EVENT, PROMOTED_EVENT
+from tasks.actions import check_prediction_log, ingest_drops, push_data, register_and_promote
 from tasks.pipeline import reproduce_stage
 from visionloop.config import DEFAULT_PARAMS, Config, load_config
 from visionloop.data import arrivals
@@ -67,6 +69,8 @@ def retrain(params: str = str(DEFAULT_PARAMS)):
 
 def _retrain_locked(config: Config):
     intake = ingest_drops(config, arrivals.complete_drops(config))
+    for drop in intake.drops:
+        announce_drift(f"drop.{drop.name}", drop.checks.get("drift", {}), drop.checks)
     create_markdown_artifact(key="intake", markdown=reports.intake_markdown(intake))
     if intake.problems():
         # The drop needs a person; training waits so the champion stays as it is.
@@ -76,6 +80,37 @@ def _retrain_locked(config: Config):
         push_data(config)
     summary["intake"] = format_summary(intake)
     return Completed(message=reports.one_line(summary), data=summary)
+
+
+def announce_drift(source: str, drift: dict, report: dict) -> None:
+    """A `visionloop.drift.detected` event for a warn or alert verdict, with the report: what
+    the library returned, sent from the flow side (the library never imports Prefect)."""
+    verdict = drift.get("verdict", "none")
+    if verdict == "none":
+        return
+    emit_event(
+        DRIFT_EVENT,
+        resource={"prefect.resource.id": f"visionloop.{source}", "visionloop.verdict": verdict},
+        payload={
+            "source": source,
+            "verdict": verdict,
+            "model": report.get("model"),
+            "drift": drift,
+            "report": report.get("report_path") or report.get("log"),
+        },
+    )
+    get_run_logger().warning("drift %s on %s (p %.3g)", verdict, source, drift["p_value"])
+
+
+@flow(name="monitor")
+def monitor(params: str = str(DEFAULT_PARAMS)) -> dict:
+    """Prediction-log drift: the report, and the event when it is warn or alert."""
+    config = load_config(params)
+    with library_logs_to_prefect():
+        report = check_prediction_log(config)
+    announce_drift("prediction-log", report["drift"], report)
+    create_markdown_artifact(key="prediction-log-drift", markdown=reports.drift_markdown(report))
+    return report
 
 
 @flow(name="watch-drops")

@@ -6,13 +6,17 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from visionloop.data import versioning
-from visionloop.data.ingest import run as ingest
+from visionloop.monitoring import intake, log_drift
 from visionloop.promotion import registry
 
 _NOT_CACHED = {"cache_policy": NO_CACHE, "persist_result": False}
 
 # Ingest is atomic and idempotent but reads local files only: a retry cannot help.
-ingest_drops = task(ingest.ingest_drops, name="ingest", **_NOT_CACHED)
+# It runs the monitoring checks (drift, label issues) on each drop before its commit.
+ingest_drops = task(intake.ingest_with_checks, name="ingest", **_NOT_CACHED)
+check_prediction_log = task(
+    log_drift.check_prediction_log, name="prediction-log-drift", **_NOT_CACHED
+)
 
 # Registry and remote calls cross the network with a real server: worth a retry or two.
 register_and_promote = task(

@@ -119,6 +119,11 @@ def data_demo(app: AppContext, out: Path | None) -> None:
     help="Accept drops that bring classes not yet in the class map "
     "[default: data.ingest.allow_new_classes].",
 )
+@click.option(
+    "--accept-label-issues",
+    is_flag=True,
+    help="Take drops held for their labels (data.ingest.label_issues: hold) as they are.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_obj
@@ -126,6 +131,7 @@ def data_ingest(
     app: AppContext,
     drops: tuple[str, ...],
     allow_new_classes: bool | None,
+    accept_label_issues: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -134,11 +140,15 @@ def data_ingest(
     A DROP is a name in data.incoming_dir or a path: a folder of class-named folders, or a
     .zip/.tar/.tar.gz of one. Exits 3 when a drop was rejected or held.
     """
-    from visionloop.data.ingest import ingest_drops
     from visionloop.data.ingest.summary import DropsNeedAttention, format_summary, to_json
+    from visionloop.monitoring.intake import ingest_with_checks
 
-    result = ingest_drops(
-        app.config, list(drops) or None, allow_new_classes=allow_new_classes, progress=not quiet
+    result = ingest_with_checks(
+        app.config,
+        list(drops) or None,
+        allow_new_classes=allow_new_classes,
+        accept_label_issues=accept_label_issues,
+        progress=not quiet,
     )
     click.echo(to_json(result) if as_json else "\n".join(format_summary(result)))
     if result.problems():
@@ -379,6 +389,129 @@ def predict_command(
         app.config, list(paths), model_uri, top_k, output, runtime, progress=not quiet
     )
     click.echo(summary, err=True)
+
+
+@cli.group()
+def monitor() -> None:
+    """Watch what the model sees (docs/monitoring.md)."""
+
+
+@monitor.command("drift")
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def monitor_drift(app: AppContext, model_uri: str | None, as_json: bool) -> None:
+    """Drift of the prediction log's last monitoring.window_days days against the champion's
+    training images. Exits 4 on an alert."""
+    from visionloop.monitoring.log_drift import check_prediction_log
+    from visionloop.monitoring.reference import watched_from
+
+    report = check_prediction_log(app.config, watched_from(app.config, model_uri))
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(drift_line(report))
+    if report["verdict"] == "alert":
+        click.get_current_context().exit(4)
+
+
+def drift_line(report: dict) -> str:
+    drift = report["drift"]
+    if "skipped" in drift:
+        return f"prediction log: drift check skipped ({drift['skipped']})"
+    mmd = f"MMD p {drift['mmd_p']:.3g}" if drift.get("mmd_p") is not None else "MMD skipped"
+    return (
+        f"prediction log since {report['since']}: {drift['verdict']} (p {drift['p_value']:.3g}; "
+        f"{mmd}, KS p {drift['ks_p']:.3g}, D {drift['ks_d']:.2f}; {drift['images']} images, "
+        f"mean confidence {drift['mean_confidence']:.2f} vs {drift['reference_confidence']:.2f})"
+    )
+
+
+@cli.command("explain")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("explanations"),
+    show_default=True,
+    help="Folder for the <image>.gradcam.png overlays.",
+)
+@click.option("--target", default=None, help="Explain this class [default: the predicted one].")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@click.pass_obj
+def explain_command(
+    app: AppContext,
+    images: tuple[Path, ...],
+    model_uri: str | None,
+    out: Path,
+    target: str | None,
+    as_json: bool,
+) -> None:
+    """Grad-CAM overlays: where in each IMAGE the model found its evidence."""
+    from visionloop.monitoring.explain import explain_files
+    from visionloop.monitoring.reference import watched_from
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise VisionloopError(f"no such image file: {', '.join(missing)}")
+    watched = watched_from(app.config, model_uri)
+    try:
+        written = explain_files(watched.classifier, list(images), out, target)
+    except (OSError, SyntaxError) as exc:
+        raise VisionloopError(f"an image could not be read ({exc}); pass image files") from None
+    if as_json:
+        echo_json(written)
+        return
+    for item in written:
+        click.echo(
+            f"{item['image']}: {item['class']} p={item['probability']:.2f} -> {item['overlay']}"
+        )
+
+
+@cli.command("select")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="A folder of unlabelled images, or `prediction-log` (its kept images).",
+)
+@click.option("--budget", type=click.IntRange(min=1), required=True, help="Images to pick.")
+@click.option("--model", "model_uri", default=None, help=MODEL_HELP)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="[default: monitoring.select.out_dir]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def select_command(
+    app: AppContext,
+    source: str,
+    budget: int,
+    model_uri: str | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Pick the unlabelled images most worth labelling (uncertain and diverse).
+
+    Writes <out>/<time>/images/ and to-label.csv. Sort the images into class folders of a
+    new drop and put it in data.incoming_dir: it is ingested like any other drop.
+    """
+    from visionloop.monitoring.reference import watched_from
+    from visionloop.monitoring.select import select_to_label
+
+    summary = select_to_label(app.config, watched_from(app.config, model_uri), source, budget, out)
+    if as_json:
+        echo_json(summary)
+        return
+    for line in summary["left_out"]:
+        click.echo(f"left out: {line}", err=True)
+    click.echo(
+        f"selected {summary['selected']} of {summary['candidates']} images -> "
+        f"{summary['folder']} (ranked in {summary['csv']})"
+    )
 
 
 @cli.command("serve")

@@ -72,6 +72,9 @@ class IngestConfig(Section):
     max_pixels: int = Field(50_000_000, ge=1)  # width x height cap (decompression bombs)
     max_file_bytes: int = Field(200_000_000, ge=1)  # one file larger than this: file_too_large
     allow_new_classes: bool = False  # else a drop bringing a class not in the map is held
+    # With a champion, each drop's labels are checked against what it predicts (cleanlab)
+    # and for near-duplicates with two labels: off, warn (in the report) or hold the drop.
+    label_issues: Literal["off", "warn", "hold"] = "warn"
     label_pattern: str = r"^\w(?:[\w.+ -]{0,98}[\w+-])?$"  # safe class-folder names
     workers: int = Field(0, ge=0)  # decoding threads; 0 = one per CPU core (at most 8)
     limits: ArchiveLimits = ArchiveLimits()
@@ -330,6 +333,7 @@ class FlowsConfig(Section):
     server_port: int = Field(4200, ge=1024, le=65535)  # local `prefect server` of flows serve
     push_after_retrain: bool = True  # `dvc push` once a retraining is recorded
     notify_block: str = ""  # a Prefect notification block ("slack-webhook/ops"); "" = none
+    monitor_cron: str = "0 * * * *"  # the monitor deployment: prediction-log drift, hourly
 
 
 class StackConfig(Section):
@@ -407,6 +411,55 @@ class ServingConfig(Section):
     export: ServingExport = ServingExport()
 
 
+class DriftConfig(Section):
+    """Drift of new images against the champion's training images (monitoring.drift)."""
+
+    enabled: bool = True  # check each new drop (with a champion) and the prediction log
+    warn_p: float = Field(0.05, gt=0, lt=1)  # Bonferroni-corrected p below this: warn
+    alert_p: float = Field(0.01, gt=0, lt=1)  # and below this: alert
+    permutations: int = Field(500, ge=50)  # MMD permutation test; p-value resolution 1/N
+    max_reference: int = Field(1000, ge=10)  # training images sampled as the reference
+    max_images: int = Field(1000, ge=10)  # new images sampled (bounds the N^2 kernel)
+    min_images: int = Field(20, ge=2)  # fewer new images: the test is skipped, with why
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _alert_below_warn(self) -> DriftConfig:
+        if self.alert_p > self.warn_p:
+            raise ValueError("alert_p must not exceed warn_p")
+        return self
+
+
+class LabelIssuesConfig(Section):
+    """Suspected mislabels in a new drop (cleanlab on the champion's probabilities)."""
+
+    min_images: int = Field(20, ge=2)  # fewer images of known classes: skipped, with why
+    # data.ingest.label_issues: hold holds a drop when more than this share of its images
+    # is suspected (a good champion disagrees with a few correct labels on any drop), or
+    # when any near-duplicate pair carries two labels.
+    hold_share: float = Field(0.03, ge=0, le=1)
+    listed: int = Field(200, ge=0)  # suspected mislabels listed in the report, worst first
+
+
+class SelectConfig(Section):
+    """`visionloop select`: which unlabelled images to label next."""
+
+    uncertainty: Literal["margin", "entropy"] = "margin"  # margin: top-1 minus top-2
+    # Candidates for diversity: the `pool_factor x budget` most uncertain images, from which
+    # k-center greedy on the embeddings picks `budget` far apart (1 = uncertainty only).
+    pool_factor: float = Field(3.0, ge=1)
+    out_dir: ProjectPath = Path("data/to-label")
+
+
+class MonitoringConfig(Section):
+    dir: ProjectPath = Path("reports/monitoring")  # one JSON per drop checked, and the log's
+    window_days: int = Field(7, ge=1)  # prediction-log drift: the last this many UTC days
+    explain_per_class: int = Field(4, ge=0)  # evaluate: Grad-CAM of the worst errors per class
+    drift: DriftConfig = DriftConfig()
+    labels: LabelIssuesConfig = LabelIssuesConfig()
+    select: SelectConfig = SelectConfig()
+
+
 class Config(Section):
     root: Path = Field(Path("."), exclude=True)
     data: DataConfig = DataConfig()
@@ -418,6 +471,7 @@ class Config(Section):
     registry: RegistryConfig = RegistryConfig()
     flows: FlowsConfig = FlowsConfig()
     stack: StackConfig = StackConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     serving: ServingConfig = ServingConfig()
 
 

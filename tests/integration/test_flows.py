@@ -283,7 +283,7 @@ def test_notifications_become_automations_on_the_configured_block(tmp_path, harn
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.client.orchestration import get_client
 
-    from flows.notifications import ON_FAILURE, ON_PROMOTION, ensure_notifications
+    from flows.notifications import ON_DRIFT, ON_FAILURE, ON_PROMOTION, ensure_notifications
 
     CustomWebhookNotificationBlock(
         name="ops", url="http://127.0.0.1:9/hook", json_data={"text": "{{body}}"}
@@ -295,13 +295,66 @@ def test_notifications_become_automations_on_the_configured_block(tmp_path, harn
     created = ensure_notifications(config)  # serving again replaces, never doubles
     with get_client(sync_client=True) as client:
         by_name = {a.name: client.read_automations_by_name(a.name) for a in created}
-    assert sorted(by_name) == sorted([ON_FAILURE, ON_PROMOTION])
+    assert sorted(by_name) == sorted([ON_FAILURE, ON_PROMOTION, ON_DRIFT])
     assert all(len(found) == 1 for found in by_name.values())
     failure = by_name[ON_FAILURE][0]
     assert failure.trigger.expect == {"prefect.flow-run.Failed"}
     assert failure.actions[0].type == "send-notification"
     assert by_name[ON_PROMOTION][0].trigger.expect == {"visionloop.model.promoted"}
+    drift = by_name[ON_DRIFT][0].trigger
+    assert drift.expect == {"visionloop.drift.detected"}
+    assert drift.match.model_dump() == {"visionloop.verdict": "alert"}
 
     missing = load_config(REPO_ROOT / "params.yaml", overrides={"flows": {"notify_block": "x/y"}})
     with pytest.raises(VisionloopError, match="no Prefect block 'x/y'"):
         ensure_notifications(missing)
+
+
+def test_a_drop_held_for_its_labels_ends_the_run_before_training(project):
+    """label_issues: hold; an inverted drop with a fifth of its labels moved: drift alert
+    and suspected mislabels are in the intake report, the run fails, the champion stays."""
+    from PIL import Image, ImageOps
+
+    from flows.retrain import monitor
+
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params["data"]["ingest"]["label_issues"] = "hold"
+    hold_params = project.path / "params-hold.yaml"
+    hold_params.write_text(yaml.safe_dump(params, sort_keys=False))
+    before, held_champion = versions(project), champion(project)
+    source = project.path / "held" / "digits-003"
+    drop = project.path / "data" / "incoming" / "odd-003"
+    files = sorted(source.rglob("*.png"))
+    for index, path in enumerate(files):
+        label = path.parent.name if index % 5 else str((int(path.parent.name) + 1) % 10)
+        target = drop / label / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ImageOps.invert(Image.open(path).convert("RGB")).save(target)
+    (drop / "READY").write_text("")
+
+    from flows.retrain import retrain
+
+    state = retrain(params=str(hold_params), return_state=True)
+    assert state.is_failed()
+    assert "odd-003" in state.message and "accept-label-issues" in state.message
+    assert versions(project) == before and champion(project) == held_champion
+    intake = latest_artifact("intake")
+    assert "drift: alert" in intake and "suspected mislabelled" in intake
+    assert drop.is_dir()  # left for a person
+    shutil.rmtree(drop)
+    import mlflow
+
+    from visionloop.promotion.registry import registry_client
+
+    registry_client(load_config(hold_params))  # points MLflow at the project's store
+    (logged,) = mlflow.search_runs(
+        experiment_names=[params["registry"]["experiment"]],
+        filter_string="tags.`monitoring.source` = 'drop odd-003'",
+        output_format="list",
+    )
+    assert logged.data.tags["drift.verdict"] == "alert"
+    assert logged.data.metrics["labels.suspects"] > 0
+
+    report = monitor(params=str(hold_params))  # nothing served yet: skipped, with why
+    assert report["verdict"] == "none" and "0 predictions" in report["drift"]["skipped"]
+    assert "Skipped" in latest_artifact("prediction-log-drift")

@@ -12,12 +12,20 @@ def deployment(name: str) -> dict:
     return next(d for d in PREFECT_YAML["deployments"] if d["name"] == name)
 
 
-def test_the_same_three_deployments_with_the_schedule_from_params():
+def test_the_same_four_deployments_with_the_schedule_from_params():
     config = load_config(REPO_PARAMS)
     flows = config.flows
-    assert [d["name"] for d in PREFECT_YAML["deployments"]] == ["nightly", "on-drop", "watcher"]
+    assert [d["name"] for d in PREFECT_YAML["deployments"]] == [
+        "nightly",
+        "on-drop",
+        "watcher",
+        "prediction-log",
+    ]
     assert deployment("nightly")["schedules"] == [
         {"cron": flows.retrain_cron, "timezone": flows.timezone}
+    ]
+    assert deployment("prediction-log")["schedules"] == [
+        {"cron": flows.monitor_cron, "timezone": flows.timezone}
     ]
     # the watcher is one long-lived run that polls, started by `stack up`: no schedule
     watcher = deployment("watcher")

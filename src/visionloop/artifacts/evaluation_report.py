@@ -33,7 +33,11 @@ REPORT_FILE = "report.html"
 # the most-confused pairs instead, and confusion.json holds the whole matrix.
 MAX_MATRIX_CLASSES = 60
 HEADLINE = (("top1", "top-1 accuracy"), ("f1_macro", "macro-F1"), ("ece", "ECE (calibration)"))
-PLOT_TITLES = {"confusion_matrix.png": "Confusion matrix", "reliability.png": "Reliability"}
+PLOT_TITLES = {
+    "confusion_matrix.png": "Confusion matrix",
+    "reliability.png": "Reliability",
+    "gradcam_errors.png": "Each class's most confident errors, explained (Grad-CAM)",
+}
 
 
 def report_path(out_dir: Path) -> Path:

@@ -6,11 +6,18 @@ was skipped because DVC found it up to date.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from visionloop.artifacts import candidate, evaluation, evaluation_report, validation_report
+from visionloop.artifacts import (
+    candidate,
+    evaluation,
+    evaluation_report,
+    raw_store,
+    validation_report,
+)
 from visionloop.artifacts.verdict import (
     VERDICT_MD,
     format_value,
@@ -18,7 +25,7 @@ from visionloop.artifacts.verdict import (
     read_verdict_markdown,
 )
 from visionloop.config import Config
-from visionloop.data.ingest.summary import problem
+from visionloop.data.ingest.summary import check_lines, problem
 from visionloop.data.validation import read_summary
 from visionloop.pipeline.reproduce import StageOutcome
 
@@ -109,6 +116,7 @@ def pipeline_markdown(
         f"| {o.name} | {'ran' if o.ran else 'up to date'} | {o.seconds:.1f} |" for o in outcomes
     ]
     lines += ["", "## Validation", "", *_validation_lines(config)]
+    lines += ["", "## Latest drop's checks", "", *_check_lines(config)]
     lines += ["", "## Test metrics", "", *_metric_lines(config)]
     lines += ["", "## Registry", ""]
     lines += [f"- **{key}**: {value}" for key, value in sorted(registration.items())]
@@ -133,8 +141,38 @@ def intake_markdown(result: Any) -> str:
         )
     if not result.drops:
         lines.append("| (no new drop) | | | | | |")
+    checked = [drop for drop in result.drops if drop.checks]
+    if checked:
+        lines += ["", "## Checks (drift, labels)", ""]
+        for drop in checked:
+            lines += [f"- **{drop.name}**"] + [
+                f"  - {line.strip()}" for line in check_lines(drop.checks)
+            ]
     lines += ["", *(f"- {problem(drop)}" for drop in result.problems())]
     lines.append(f"\n{result.images} images in data/raw, class map v{result.class_version}.")
+    return "\n".join(lines) + "\n"
+
+
+def drift_markdown(report: dict[str, Any]) -> str:
+    """The prediction-log drift report (visionloop.monitoring.log_drift) as markdown."""
+    drift = report["drift"]
+    lines = [f"# Prediction-log drift since {report['since']}", ""]
+    if "skipped" in drift:
+        return "\n".join([*lines, f"Skipped: {drift['skipped']}."]) + "\n"
+    lines += [f"**Verdict: {drift['verdict']}** (model version {report.get('model')})", ""]
+    lines += ["| figure | value |", "|---|---|"]
+    for key in (
+        "p_value",
+        "mmd_p",
+        "mmd2",
+        "ks_p",
+        "ks_d",
+        "images",
+        "mean_confidence",
+        "reference_confidence",
+    ):
+        value = drift.get(key)
+        lines.append(f"| {key} | {value if value is None else f'{value:.4g}'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,6 +186,20 @@ def _validation_lines(config: Config) -> list[str]:
         f"{status}: {summary.get('expectations', '?')} expectations on {summary.get('images')} "
         f"images, {summary.get('classes')} classes, {warnings} warning(s)"
     ]
+
+
+def _check_lines(config: Config) -> list[str]:
+    """Drift and label checks of the newest drop in the ledger (monitoring.intake's report)."""
+    drops, _ = raw_store.read_ledger(config.data.raw_dir)
+    if not drops:
+        return ["(no drop ingested)"]
+    latest = drops[-1]
+    path = config.monitoring.dir / f"{latest.get('name')}-{latest.get('drop_id')}.json"
+    try:
+        checks = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"(no checks recorded for drop {latest.get('name')})"]
+    return [f"- **{latest.get('name')}**"] + [f"  - {line.strip()}" for line in check_lines(checks)]
 
 
 def _metric_lines(config: Config) -> list[str]:

@@ -60,6 +60,7 @@ STAGES: dict[str, Stage] = {
         module="visionloop.promotion.evaluate",
         params=(
             "evaluate",
+            "monitoring.explain_per_class",
             "prepare.dir",
             "train.dir",
             "registry.tracking_uri",

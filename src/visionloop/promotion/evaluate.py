@@ -162,6 +162,9 @@ def most_confused_pairs(
     return pairs
 
 
+GRADCAM_GRID = "gradcam_errors.png"
+
+
 def run(config: Config) -> dict[str, Any]:
     """The evaluate stage: metrics, tables and plots under evaluate.dir, logged to MLflow."""
     split = load_test_split(config)
@@ -180,6 +183,7 @@ def run(config: Config) -> dict[str, Any]:
     digest = bundle_digest(candidate.bundle_dir(config.train.dir))
     evaluation.write_evaluation(out_dir, result, classes, split.labels, split.sha256)
     draw_plots(evaluation.plots_dir(out_dir), result, classes)
+    draw_error_explanations(config, classifier, split, probs)
     evaluation_report.write_report(out_dir, result, classes, model_facts(classifier.meta, digest))
     run_id = log_evaluation(config, out_dir, result)  # the report page goes to MLflow too
     evaluation.write_evaluated(out_dir, digest, run_id)
@@ -194,6 +198,17 @@ def model_facts(meta, digest: str) -> dict[str, str]:
         "test-time augmentation": meta.tta,
         "bundle": digest[:12],
     }
+
+
+def draw_error_explanations(config: Config, classifier, split, probs: np.ndarray) -> None:
+    """Grad-CAM of each class's most confident errors: plots/gradcam_errors.png."""
+    from visionloop.monitoring.explain import error_grid
+
+    per_class = config.monitoring.explain_per_class
+    target = evaluation.plots_dir(config.evaluate.dir) / GRADCAM_GRID
+    target.unlink(missing_ok=True)  # a grid of an earlier candidate's errors would mislead
+    if per_class:
+        error_grid(classifier, np.asarray(split.images), split.labels, probs, per_class, target)
 
 
 def check_compatible(split, meta) -> None:

@@ -58,11 +58,11 @@ def test_evaluate_writes_metrics_tables_plots_and_logs_to_the_training_run(proje
         rows = list(csv.DictReader(handle))
     assert [r["sha256"] for r in rows] == list(test.sha256)
     assert [r["predicted"] for r in rows] == [str(p) for p in predicted]
-    for plot in ("confusion_matrix.png", "reliability.png"):
+    for plot in ("confusion_matrix.png", "reliability.png", "gradcam_errors.png"):
         assert (out / "plots" / plot).read_bytes().startswith(PNG_MAGIC)
     page = (out / "report.html").read_text()  # one page, plots inside it (docs/promotion.md)
     assert f"{metrics['top1']:.4f}" in page and f"{metrics['ece']:.4f}" in page
-    assert page.count('src="data:image/png;base64,') == 2 and "https://" not in page
+    assert page.count('src="data:image/png;base64,') == 3 and "https://" not in page  # + Grad-CAM
 
     assert summary["mlflow_run_id"] == run_id
     logged = mlflow.get_run(run_id)
@@ -71,6 +71,8 @@ def test_evaluate_writes_metrics_tables_plots_and_logs_to_the_training_run(proje
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
     assert "evaluation/metrics.json" in artifacts and "evaluation/plots" in artifacts
     assert "evaluation/report.html" in artifacts
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation/plots")}
+    assert "evaluation/plots/gradcam_errors.png" in plots  # the errors explained (Grad-CAM)
 
     # Registering this candidate attaches these metrics and the training run to the version.
     from visionloop.promotion.registry import register_candidate

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +27,7 @@ from visionloop.data import versioning
 from visionloop.data.arrivals import pending_drops
 from visionloop.data.ingest import commit
 from visionloop.data.ingest.decisions import decide
-from visionloop.data.ingest.layout import DropEntry, FileOutcome, lay_out
+from visionloop.data.ingest.layout import DropEntry, FileOutcome, lay_out, staged_image
 from visionloop.data.ingest.plan import (
     QUARANTINE_REASONS,
     CommitPlan,
@@ -53,7 +53,24 @@ class DropStatus(StrEnum):
     INGESTED = "ingested"
     ALREADY_INGESTED = "already_ingested"
     REJECTED = "rejected"  # the whole drop refused: unsafe, damaged or empty
-    HELD = "held"  # waits for a person: it brings classes not in the class map
+    HELD = "held"  # waits for a person: new classes, or (label_issues: hold) doubtful labels
+
+
+HELD_FOR_LABELS = "label_issues"  # DropOutcome.reason of a drop held by the label checks
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    """An accepted image of a drop, staged but not yet committed: what the checks look at."""
+
+    sha256: str
+    label: str
+    path: Path
+
+
+# (drop name, drop id, its accepted images) -> the checks' report (visionloop.monitoring.intake);
+# a non-empty "hold_reason" holds the drop under data.ingest.label_issues: hold.
+DropChecks = Callable[[str, str, list[StagedImage]], dict[str, Any]]
 
 
 @dataclass
@@ -74,6 +91,7 @@ class DropOutcome:
     quarantine_path: str = ""
     report_path: str = ""
     moved_to: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)  # drift and label issues, when run
 
     @property
     def quarantined_total(self) -> int:
@@ -106,9 +124,16 @@ def ingest_drops(
     drops: Iterable[str | Path] | None = None,
     *,
     allow_new_classes: bool | None = None,
+    accept_label_issues: bool = False,
     progress: bool = False,
+    checks: DropChecks | None = None,
 ) -> IngestResult:
-    """Ingest the given drops (names in data.incoming_dir or paths), or every pending one."""
+    """Ingest the given drops (names in data.incoming_dir or paths), or every pending one.
+
+    `checks` (visionloop.monitoring.intake) looks at each drop's accepted images before its
+    commit; under data.ingest.label_issues: hold, a drop it finds doubtful is held unless
+    `accept_label_issues`.
+    """
     track = (lambda: versioning.track_raw(config)) if config.data.dvc.track else None
     if track is not None:
         versioning.find_repo_root(config)
@@ -119,7 +144,13 @@ def ingest_drops(
         paths, skipped = _resolve_drops(config, drops)
         if allow_new_classes is None:
             allow_new_classes = config.data.ingest.allow_new_classes
-        with _Ingestor(config, allow_new_classes=allow_new_classes, progress=progress) as ingestor:
+        with _Ingestor(
+            config,
+            allow_new_classes=allow_new_classes,
+            progress=progress,
+            checks=checks,
+            accept_label_issues=accept_label_issues,
+        ) as ingestor:
             outcomes = [ingestor.run_drop(path) for path in paths]
         for outcome in outcomes:
             _log_outcome(outcome)
@@ -172,8 +203,18 @@ def _resolve_drops(config: Config, drops: Iterable[str | Path] | None) -> tuple[
 class _Ingestor:
     """Runs drops one after another against the stored state, under the ingest lock."""
 
-    def __init__(self, config: Config, *, allow_new_classes: bool, progress: bool) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        allow_new_classes: bool,
+        progress: bool,
+        checks: DropChecks | None = None,
+        accept_label_issues: bool = False,
+    ) -> None:
         self.config = config
+        self.checks = checks
+        self.accept_label_issues = accept_label_issues
         self.rules = config.data.ingest
         self.allow_new_classes = allow_new_classes
         self.progress = progress
@@ -229,12 +270,45 @@ class _Ingestor:
                 len(entries),
                 new_classes=new_classes,
             )
+        report = self._check(path, content_sha[:16], entries, stage)
+        if self._holds_for_labels(report):
+            shutil.rmtree(stage)
+            return DropOutcome(
+                drop_name(path),
+                str(path),
+                DropStatus.HELD,
+                content_sha[:16],
+                len(entries),
+                reason=HELD_FOR_LABELS,
+                detail=report["hold_reason"],
+                checks=report,
+            )
         plan = build_plan(self.config, path, reader.kind, entries, state, decisions, content_sha)
         write_stage_files(stage, plan, entries)
         commit.roll_forward(self.config, commit.seal(stage, plan))
         # counted, not read back: the manifest is the one file that grows with the store
         self.images = len(state.labels) + len(plan.add_rows) - len(plan.remove)
-        return _ingested(path, plan)
+        outcome = _ingested(path, plan)
+        outcome.checks = report
+        return outcome
+
+    def _check(
+        self, path: Path, drop_id: str, entries: list[DropEntry], stage: Path
+    ) -> dict[str, Any]:
+        if self.checks is None:
+            return {}
+        images, seen = [], set()
+        for entry in entries:
+            if entry.outcome == FileOutcome.ACCEPTED and entry.sha256 not in seen:
+                seen.add(entry.sha256)
+                staged = stage / staged_image(entry.verdict)
+                images.append(StagedImage(entry.sha256, entry.label, staged))
+        return self.checks(drop_name(path), drop_id, images)
+
+    def _holds_for_labels(self, report: dict[str, Any]) -> bool:
+        if self.rules.label_issues != "hold" or self.accept_label_issues:
+            return False
+        return bool(report.get("hold_reason"))
 
     def _in_incoming(self, path: Path) -> bool:
         return path.parent.resolve() == self.config.data.incoming_dir.resolve()

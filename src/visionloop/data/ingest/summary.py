@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from visionloop.data.ingest.run import DropOutcome, DropStatus, IngestResult
+from visionloop.data.ingest.run import HELD_FOR_LABELS, DropOutcome, DropStatus, IngestResult
 from visionloop.errors import VisionloopError
 
 
@@ -18,6 +18,13 @@ def problem(drop: DropOutcome) -> str:
         return (
             f"drop '{name}' rejected ({drop.reason}: {drop.detail}); {where}, "
             f"reasons in reasons.json; fix it and put it back in the incoming folder"
+        )
+    if drop.status == DropStatus.HELD and drop.reason == HELD_FOR_LABELS:
+        return (
+            f"drop '{name}' held: {drop.detail}; the suspects are in "
+            f"{drop.checks.get('report_path', 'the monitoring report')}: fix those labels "
+            f"(move the files to the right class folders) and ingest again, or accept the "
+            f"drop as it is with `visionloop data ingest --accept-label-issues {name}`"
         )
     if drop.status == DropStatus.HELD:
         return (
@@ -47,6 +54,8 @@ def format_summary(result: IngestResult) -> list[str]:
 def _drop_lines(drop: DropOutcome) -> list[str]:
     if drop.status == DropStatus.REJECTED:
         return [f"{drop.name}: rejected ({drop.reason}) -> {drop.quarantine_path}/reasons.json"]
+    if drop.status == DropStatus.HELD and drop.reason == HELD_FOR_LABELS:
+        return [f"{drop.name}: held for its labels ({drop.detail}); left in place"]
     if drop.status == DropStatus.HELD:
         return [f"{drop.name}: held, new classes {drop.new_classes}; left in place"]
     if drop.status == DropStatus.ALREADY_INGESTED:
@@ -60,7 +69,34 @@ def _drop_lines(drop: DropOutcome) -> list[str]:
         lines.append(f"  quarantined: {reasons} -> {drop.quarantine_path}/reasons.json")
     if drop.new_classes:
         lines.append(f"  new classes: {', '.join(drop.new_classes)}")
+    lines += check_lines(drop.checks)
     return lines
+
+
+def check_lines(checks: dict) -> list[str]:
+    """The monitoring checks of a drop in two lines: drift, and its labels."""
+    if not checks:
+        return []
+    drift = checks.get("drift", {})
+    if "skipped" in drift:
+        drift_text = f"skipped ({drift['skipped']})"
+    else:
+        drift_text = (
+            f"{drift['verdict']} (p {drift['p_value']:.3g}; MMD p {drift['mmd_p']:.3g}, "
+            f"KS p {drift['ks_p']:.3g})"
+        )
+    issues = checks.get("label_issues", {})
+    if "skipped" in issues:
+        label_text = f"skipped ({issues['skipped']})"
+    else:
+        label_text = f"{issues['count']} of {issues['checked']} suspected mislabelled"
+    pairs = len(checks.get("near_duplicate_conflicts", []))
+    where = checks.get("report_path", "")
+    return [
+        f"  drift: {drift_text}",
+        f"  labels: {label_text}; near-duplicate pairs with two labels: {pairs}"
+        + (f" -> {where}" if where else ""),
+    ]
 
 
 def to_json(result: IngestResult) -> str:
