@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from visionloop.atomic import staged_dir
+from visionloop.errors import VisionloopError
 
 META_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
@@ -40,6 +41,10 @@ class BundleMeta:
         for key in ("classes", "mean", "std"):
             raw[key] = tuple(raw[key])
         return cls(**raw)
+
+
+class BundleDamaged(VisionloopError):
+    """A bundle's files do not hash to the digest recorded for it: never load it."""
 
 
 def is_bundle(folder: Path) -> bool:
@@ -74,3 +79,20 @@ def bundle_digest(folder: Path) -> str:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def verify_bundle(folder: Path, expected: str | None, label: str) -> str:
+    """The bundle's digest when its files hash to `expected` (the one integrity check before
+    any registered model is used); BundleDamaged, in one line, when they do not.
+
+    torch.load does not check a zip's CRCs, so zeroed or flipped weights would otherwise
+    load and predict; a missing or truncated file changes the digest as well."""
+    digest = bundle_digest(folder) if folder.is_dir() else "(no bundle folder)"
+    if not expected:
+        raise BundleDamaged(f"{label}: no bundle_sha256 recorded; its files cannot be checked")
+    if digest != expected:
+        raise BundleDamaged(
+            f"{label}: its bundle files hash to {digest[:12]} but {expected[:12]} was recorded "
+            "at registration; the files were changed or damaged after registration"
+        )
+    return digest

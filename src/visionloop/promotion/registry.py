@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from visionloop.artifacts import candidate, raw_store
-from visionloop.artifacts.bundle import bundle_digest
+from visionloop.artifacts.bundle import BundleDamaged, bundle_digest
 from visionloop.artifacts.evaluation import evaluation_of
 from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.artifacts.verdict import (
@@ -106,10 +106,21 @@ def ensure_registered_model(client, name: str) -> None:
 # ---- loading registered versions -------------------------------------------------------
 
 
-def load_version_pyfunc(config: Config, version: str):
+def load_version_pyfunc(config: Config, version: str, client=None):
+    """A registered version as any MLflow user loads it, once its bundle's files hash to its
+    `bundle_sha256` tag (BundleDamaged, one line, when they do not)."""
+    import tempfile
+
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}/{version}")
+    from visionloop.promotion.pyfunc import download_checked
+
+    client = client or registry_client(config)
+    name = config.registry.model_name
+    expected = client.get_model_version(name, version).tags.get(DIGEST_TAG)
+    with tempfile.TemporaryDirectory(prefix="visionloop-version-") as work:
+        folder, _, _ = download_checked(name, version, expected, Path(work))
+        return mlflow.pyfunc.load_model(str(folder))  # loaded into memory: the folder may go
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,15 @@ def load_champion(config: Config) -> Champion | None:
     if champion is None:
         return None
     version = version_of(champion)
-    classifier = load_version_pyfunc(config, version).unwrap_python_model().classifier
+    try:
+        model = load_version_pyfunc(config, version, client)
+    except BundleDamaged as exc:
+        raise VisionloopError(
+            f"the champion is damaged ({exc}); the gate cannot compare against it: "
+            "`visionloop rollback` to the previous good champion, or "
+            "`visionloop promote --version N --reason ...`"
+        ) from None
+    classifier = model.unwrap_python_model().classifier
     return Champion(version, champion.tags.get(DIGEST_TAG, ""), classifier)
 
 
@@ -138,8 +157,8 @@ def smoke_test(config: Config, version: str) -> None:
     from visionloop.promotion.pyfunc import encoded_frame, output_probabilities
 
     images = smoke_images(config)
+    model = load_version_pyfunc(config, version)  # BundleDamaged: refused before any load
     try:
-        model = load_version_pyfunc(config, version)
         probs = output_probabilities(model.predict(encoded_frame(images)))
     except (MlflowException, OSError, RuntimeError, ValueError, KeyError) as exc:
         raise VisionloopError(f"v{version} failed its smoke prediction: {exc}") from None
@@ -190,13 +209,14 @@ def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> s
     import mlflow
 
     from visionloop.artifacts.exports import report_tags
-    from visionloop.promotion.pyfunc import log_bundle_model
+    from visionloop.promotion.pyfunc import DIGEST_SETTING, log_bundle_model
     from visionloop.serving.export import log_exports
 
     evaluated = evaluation_of(config.evaluate.dir, digest)
     run_id = candidate.read_run_id(config.train.dir) or (evaluated[1] if evaluated else None)
     with start_run(config, run_id, "register"):
-        info = log_bundle_model(bundle_dir, smoke_images(config)[0], pyfunc_settings(config))
+        settings = {**pyfunc_settings(config), DIGEST_SETTING: digest}
+        info = log_bundle_model(bundle_dir, smoke_images(config)[0], settings)
         exported = log_exports(config, bundle_dir, digest)
     ensure_registered_model(client, config.registry.model_name)
     # Tags go in with the version (one call), so a version is never seen without gate=pending.
@@ -368,8 +388,10 @@ def champion_history(client, name: str) -> list[str]:
     for entry in audit_entries(client, name):
         if entry["alias"] != CHAMPION:
             continue
-        if entry["action"] == "rollback":
+        if entry["action"] == "rollback":  # back to its target (damaged ones skipped)
             del stack[-1:]
+            while stack and stack[-1] != entry["to_version"]:
+                del stack[-1]
         else:
             stack.append(entry["to_version"])
     return stack
@@ -423,7 +445,8 @@ def promote(config: Config, version: str, reason: str) -> dict[str, Any]:
 
 
 def rollback(config: Config, reason: str = "") -> dict[str, Any]:
-    """Move `champion` back to the previous champion, after it passes a smoke prediction."""
+    """Move `champion` back to the newest earlier champion that is intact and passes a smoke
+    prediction; damaged ones are skipped (and named in the answer)."""
     client = registry_client(config)
     name = config.registry.model_name
     champion = alias_version(client, name, CHAMPION)
@@ -439,10 +462,34 @@ def rollback(config: Config, reason: str = "") -> dict[str, Any]:
         raise VisionloopError(
             f"v{version_of(champion)} is the first champion; nothing to roll back to"
         )
-    target = history[-2]
-    smoke_test(config, target)
-    move_alias(client, config, CHAMPION, target, "rollback", reason or "rollback")
-    return {"action": "rolled_back", "from_version": version_of(champion), "to_version": target}
+    target, skipped = first_intact(config, history[-2::-1], version_of(champion))
+    note = f" (skipped damaged {', '.join('v' + v for v in skipped)})" if skipped else ""
+    move_alias(client, config, CHAMPION, target, "rollback", (reason or "rollback") + note)
+    return {
+        "action": "rolled_back",
+        "from_version": version_of(champion),
+        "to_version": target,
+        "skipped": skipped,
+    }
+
+
+def first_intact(config: Config, candidates: list[str], champion: str) -> tuple[str, list[str]]:
+    """The first of `candidates` (newest first) whose files are intact and whose smoke
+    prediction works, and the damaged ones passed over; one line when none is left."""
+    skipped, problems = [], []
+    for version in dict.fromkeys(v for v in candidates if v != champion):
+        try:
+            smoke_test(config, version)
+        except BundleDamaged as exc:
+            log.info("rollback: skipping %s", exc)
+            skipped.append(version)
+            problems.append(str(exc))
+            continue
+        return version, skipped
+    raise VisionloopError(
+        f"no earlier champion of {config.registry.model_name} is intact to roll back to: "
+        + "; ".join(problems)
+    )
 
 
 def require_version(client, name: str, version: str) -> None:
