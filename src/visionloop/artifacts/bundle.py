@@ -10,6 +10,7 @@ bundle's identity is `bundle_digest`: a hash over the names and bytes of its fil
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,9 +56,11 @@ def save_bundle(folder: Path, module, meta: BundleMeta) -> Path:
     """Write the bundle whole: built in a temporary sibling folder, then moved into place."""
     import torch
 
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    buffer = io.BytesIO()  # torch's zip writer to a file reports a full disk as a RuntimeError
+    torch.save(state, buffer)
     with staged_dir(folder) as staging:
-        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        torch.save(state, staging / WEIGHTS_FILE)
+        (staging / WEIGHTS_FILE).write_bytes(buffer.getvalue())  # ENOSPC is an OSError here
         (staging / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n")
     return folder
 
