@@ -179,8 +179,8 @@ def run(config: Config) -> dict[str, Any]:
     out_dir = config.evaluate.dir
     evaluation.write_evaluation(out_dir, result, classes, split.labels, split.sha256)
     draw_plots(evaluation.plots_dir(out_dir), result, classes)
-    run_id = log_evaluation(config, out_dir, result)
     digest = bundle_digest(candidate.bundle_dir(config.train.dir))
+    run_id = log_evaluation(config, out_dir, result, digest)
     evaluation.write_evaluated(out_dir, digest, run_id)
     return {"metrics": result.metrics, "mlflow_run_id": run_id, "dir": str(config.evaluate.dir)}
 
@@ -241,11 +241,11 @@ def save_figure(figure, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def log_evaluation(config: Config, out_dir: Path, result: Evaluation) -> str:
-    """Log metrics and files to the candidate's run (or a new one); return the run id."""
+def log_evaluation(config: Config, out_dir: Path, result: Evaluation, digest: str) -> str:
+    """Log metrics and files to the run that trained this bundle (or a new one); its id."""
     import mlflow
 
-    with start_run(config, candidate.read_run_id(config.train.dir), "evaluate") as run:
+    with start_run(config, candidate.read_run_id(config.train.dir, digest), "evaluate") as run:
         mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
         mlflow.log_metrics(
             {

@@ -213,7 +213,9 @@ def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> s
     from visionloop.serving.export import log_exports
 
     evaluated = evaluation_of(config.evaluate.dir, digest)
-    run_id = candidate.read_run_id(config.train.dir) or (evaluated[1] if evaluated else None)
+    run_id = candidate.read_run_id(config.train.dir, digest)
+    if run_id is None and evaluated:
+        run_id = evaluated[1]
     with start_run(config, run_id, "register"):
         settings = {**pyfunc_settings(config), DIGEST_SETTING: digest}
         info = log_bundle_model(bundle_dir, smoke_images(config)[0], settings)
