@@ -274,12 +274,35 @@ def promote_if_passed(client, config: Config, version: str) -> dict[str, Any]:
         )
     if verdict["mode"] == ALREADY_CHAMPION:
         return {"action": "none", "version": version, "summary": verdict["summary"]}
+    done = already_applied(client, config, model_version, verdict)
+    if done is not None:
+        return done
     check_champion_unchanged(client, name, verdict)
     report = keep_report(config, version)
     record_verdict(client, name, version, verdict, report)
     if not verdict["passed"]:
         return {"action": "rejected", "version": version, "summary": verdict["summary"]}
     move_champion(client, config, version, "promote", verdict["summary"], report)
+    return {"action": "promoted", "version": version, "summary": verdict["summary"]}
+
+
+def already_applied(client, config: Config, model_version, verdict: dict[str, Any]):
+    """The outcome when this verdict was applied to this version by an earlier run (a rerun
+    of `models register` converges instead of failing on the champion it moved); else None.
+
+    A run killed between moving the alias and writing its audit entry is completed here."""
+    name, version = config.registry.model_name, version_of(model_version)
+    recorded = model_version.tags.get(GATE_TAG)
+    if recorded == FAILED and not verdict["passed"]:
+        return {"action": "rejected", "version": version, "summary": verdict["summary"]}
+    if recorded != PASSED or version_of(alias_version(client, name, CHAMPION)) != version:
+        return None
+    history = champion_history(client, name)
+    if not history or history[-1] != version:
+        report = model_version.tags.get("gate.report")
+        judged = (verdict.get("champion") or {}).get("version")
+        entry = {"action": "promote", "reason": verdict["summary"], "report": report}
+        record_move(client, config, CHAMPION, judged, version, **entry)
     return {"action": "promoted", "version": version, "summary": verdict["summary"]}
 
 
@@ -349,13 +372,26 @@ def move_alias(
     name = config.registry.model_name
     previous = alias_version(client, name, alias)
     client.set_registered_model_alias(name, alias, version)
+    return record_move(client, config, alias, version_of(previous), version, action, reason, report)
+
+
+def record_move(
+    client,
+    config: Config,
+    alias: str,
+    from_version: str | None,
+    to_version: str,
+    action: str,
+    reason: str,
+    report: str | None,
+) -> dict[str, Any]:
     entry = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": name,
+        "model": config.registry.model_name,
         "alias": alias,
         "action": action,
-        "from_version": version_of(previous),
-        "to_version": version,
+        "from_version": from_version,
+        "to_version": to_version,
         "reason": reason,
         "report": report,
         "user": getpass.getuser(),

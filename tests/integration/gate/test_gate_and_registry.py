@@ -246,3 +246,40 @@ def stored_weights(config, version: str) -> Path:
     location = urlparse(mlflow.get_logged_model(model_id).artifact_location).path
     (weights,) = Path(location).glob("artifacts/*/weights.pt")
     return weights
+
+
+def test_register_rerun_after_a_completed_or_interrupted_promotion_converges(project, monkeypatch):
+    """Issue 15: a rerun failed with `the gate judged against champion 1 but the champion
+    is now 2`."""
+    from visionloop.promotion import registry
+
+    project.release("weak")
+    project.release("equal")  # v2: not worse than v1 (min_gain 0)
+    moves = len(audit_file(project.config))
+    again = registry.register_and_promote(project.config)  # the rerun
+    assert again["action"] == "promoted" and again["version"] == "2"
+    assert champion_version(project.config) == "2" and len(audit_file(project.config)) == moves
+
+    # Killed after the alias moved, before its audit entry: the rerun writes the entry.
+    project.use_candidate("good")
+    from visionloop.promotion.gate import run as gate
+
+    assert gate(project.config)["passed"]
+
+    append_audit = registry.append_audit
+
+    def killed(client, config, entry):
+        if entry["alias"] == CHAMPION:
+            raise SystemExit("killed")
+        append_audit(client, config, entry)
+
+    monkeypatch.setattr(registry, "append_audit", killed)
+    with pytest.raises(SystemExit):
+        registry.register_and_promote(project.config)
+    monkeypatch.undo()
+    assert champion_version(project.config) == "3"
+    outcome = registry.register_and_promote(project.config)
+    assert outcome["action"] == "promoted" and outcome["version"] == "3"
+    last = audit_file(project.config)[-1]
+    assert (last["from_version"], last["to_version"]) == ("2", "3")
+    assert rollback(project.config)["to_version"] == "2"  # the history is whole again
