@@ -98,6 +98,9 @@ class DvcConfig(Section):
     remote_name: str = "local"
     # The default remote: a plain folder outside the workspace. null leaves remotes alone.
     remote_url: str | None = "../visionloop-dvc-remote"
+    # Another DVC process (a `dvc repro`, a `dvc push`) holds the repo's lock: wait this
+    # long (s) for it, retrying, before ingest reports that `dvc add` is still to be done.
+    lock_wait_seconds: float = Field(120, ge=0)
 
 
 ExpectationName = Literal[
