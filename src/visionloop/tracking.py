@@ -53,7 +53,7 @@ def configure_tracking(config: Config) -> str:
 
     uri = tracking_uri(config)
     if uri.startswith(SQLITE_PREFIX):
-        Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite_store_whole(Path(uri.removeprefix(SQLITE_PREFIX)))
     if is_server(uri):
         apply_http_settings(config)
         check_server(uri, config.registry.health_timeout_seconds)
@@ -77,6 +77,33 @@ def configure_tracking(config: Config) -> str:
     return mlflow.create_experiment(
         config.registry.experiment, artifact_location=artifact_root.as_uri()
     )
+
+
+def create_sqlite_store_whole(path: Path) -> None:
+    """Create a new SQLite tracking store beside its path, then link it into place.
+
+    MLflow creates its tables and runs its migrations in place (seconds on a loaded
+    machine); a kill in between left a database every later command failed on (`table ...
+    already exists`). Linked, not renamed: a concurrent creator never replaces a store that
+    another process has already written to."""
+    if path.exists():
+        return
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        engine = create_sqlalchemy_engine(SQLITE_PREFIX + str(staging))
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.link(staging, path)
+    except FileExistsError:
+        pass  # another process created it first: use theirs
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def is_server(uri: str) -> bool:
