@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.conftest import bundles  # noqa: F401  (fixtures shared with the gate)
 from tests.integration.gate.conftest import project  # noqa: F401
+from tests.integration.test_train import cache  # noqa: F401  (the tiny digits cache)
 
 
 def pytest_collection_modifyitems(items):

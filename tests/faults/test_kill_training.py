@@ -9,7 +9,7 @@ import pytest
 
 from tests.faults.forking import attempt, run
 from tests.faults.report import record
-from tests.integration.test_train import cache, write_params  # noqa: F401  (the fixture)
+from tests.integration.test_train import write_params
 from visionloop.artifacts import candidate
 from visionloop.artifacts.bundle import bundle_digest
 from visionloop.config import load_config
@@ -19,7 +19,7 @@ SETTINGS = {"epochs": 4, "batch_size": 8, "early_stopping": {"patience": 9}}
 COMPARED = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
 
 
-def project_config(tmp_path, name: str, cache):  # noqa: F811
+def project_config(tmp_path, name: str, cache):
     """A training project; all share one MLflow store (created once, by the reference)."""
     store = {"registry": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}}
     return load_config(write_params(tmp_path / name, cache, **SETTINGS), overrides=store)
@@ -32,9 +32,7 @@ def train_action(config):
 
 
 def test_sigkill_at_random_moments_of_training_then_resume_equals_uninterrupted(
-    tmp_path,
-    cache,
-    rng,  # noqa: F811
+    tmp_path, cache, rng
 ):
     import time
 

@@ -288,21 +288,13 @@ def promote_if_passed(client, config: Config, version: str) -> dict[str, Any]:
 
 def already_applied(client, config: Config, model_version, verdict: dict[str, Any]):
     """The outcome when this verdict was applied to this version by an earlier run (a rerun
-    of `models register` converges instead of failing on the champion it moved); else None.
-
-    A run killed between moving the alias and writing its audit entry is completed here."""
+    of `models register` converges instead of failing on the champion it moved); else None."""
     name, version = config.registry.model_name, version_of(model_version)
     recorded = model_version.tags.get(GATE_TAG)
     if recorded == FAILED and not verdict["passed"]:
         return {"action": "rejected", "version": version, "summary": verdict["summary"]}
     if recorded != PASSED or version_of(alias_version(client, name, CHAMPION)) != version:
         return None
-    history = champion_history(client, name)
-    if not history or history[-1] != version:
-        report = model_version.tags.get("gate.report")
-        judged = (verdict.get("champion") or {}).get("version")
-        entry = {"action": "promote", "reason": verdict["summary"], "report": report}
-        record_move(client, config, CHAMPION, judged, version, **entry)
     return {"action": "promoted", "version": version, "summary": verdict["summary"]}
 
 
@@ -371,8 +363,30 @@ def move_alias(
 ) -> dict[str, Any]:
     name = config.registry.model_name
     previous = alias_version(client, name, alias)
+    # The audit entry first, as the move's journal: a kill before the alias moves leaves an
+    # entry whose move `finish_interrupted_moves` completes on the next registry action.
+    before = version_of(previous)
+    entry = record_move(client, config, alias, before, version, action, reason, report)
     client.set_registered_model_alias(name, alias, version)
-    return record_move(client, config, alias, version_of(previous), version, action, reason, report)
+    return entry
+
+
+def finish_interrupted_moves(client, config: Config) -> list[str]:
+    """Complete alias moves whose audit entry was written but whose alias was not moved (a
+    kill in between): the alias still at the entry's from_version goes to its to_version.
+    An alias found anywhere else was moved outside visionloop and is left alone."""
+    name = config.registry.model_name
+    last: dict[str, dict[str, Any]] = {}
+    for entry in audit_entries(client, name):
+        last[entry["alias"]] = entry
+    finished = []
+    for alias, entry in last.items():
+        now = version_of(alias_version(client, name, alias))
+        if now != entry["to_version"] and now == entry["from_version"]:
+            client.set_registered_model_alias(name, alias, entry["to_version"])
+            log.info("registry: finished the interrupted move of @%s to v%s", alias, now)
+            finished.append(alias)
+    return finished
 
 
 def record_move(
@@ -459,6 +473,7 @@ def reconcile_pending(client, config: Config, current_digest: str) -> list[str]:
 def register_and_promote(config: Config) -> dict[str, Any]:
     """What the flow and `visionloop models register` run after the gate stage."""
     client = registry_client(config)
+    finish_interrupted_moves(client, config)
     bundle_dir = candidate.require_bundle(config.train.dir)
     digest = bundle_digest(bundle_dir)
     abandoned = reconcile_pending(client, config, digest)
@@ -473,6 +488,7 @@ def promote(config: Config, version: str, reason: str) -> dict[str, Any]:
     if not reason.strip():
         raise VisionloopError("a manual promotion needs --reason saying why")
     client = registry_client(config)
+    finish_interrupted_moves(client, config)
     name = config.registry.model_name
     require_version(client, name, version)
     champion = alias_version(client, name, CHAMPION)
@@ -486,6 +502,7 @@ def rollback(config: Config, reason: str = "") -> dict[str, Any]:
     """Move `champion` back to the newest earlier champion that is intact and passes a smoke
     prediction; damaged ones are skipped (and named in the answer)."""
     client = registry_client(config)
+    finish_interrupted_moves(client, config)
     name = config.registry.model_name
     champion = alias_version(client, name, CHAMPION)
     if champion is None:

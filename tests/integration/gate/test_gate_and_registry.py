@@ -260,26 +260,28 @@ def test_register_rerun_after_a_completed_or_interrupted_promotion_converges(pro
     assert again["action"] == "promoted" and again["version"] == "2"
     assert champion_version(project.config) == "2" and len(audit_file(project.config)) == moves
 
-    # Killed after the alias moved, before its audit entry: the rerun writes the entry.
+    # Killed after the audit entry (the move's journal), before the alias moved: the rerun
+    # finishes the move, and the history holds it once.
     project.use_candidate("good")
     from visionloop.promotion.gate import run as gate
 
     assert gate(project.config)["passed"]
+    client_class = type(registry.registry_client(project.config))
+    set_alias = client_class.set_registered_model_alias
 
-    append_audit = registry.append_audit
-
-    def killed(client, config, entry):
-        if entry["alias"] == CHAMPION:
+    def killed(self, name, alias, version):
+        if alias == CHAMPION:
             raise SystemExit("killed")
-        append_audit(client, config, entry)
+        set_alias(self, name, alias, version)
 
-    monkeypatch.setattr(registry, "append_audit", killed)
+    monkeypatch.setattr(client_class, "set_registered_model_alias", killed)
     with pytest.raises(SystemExit):
         registry.register_and_promote(project.config)
     monkeypatch.undo()
-    assert champion_version(project.config) == "3"
+    assert champion_version(project.config) == "2"
     outcome = registry.register_and_promote(project.config)
     assert outcome["action"] == "promoted" and outcome["version"] == "3"
-    last = audit_file(project.config)[-1]
-    assert (last["from_version"], last["to_version"]) == ("2", "3")
-    assert rollback(project.config)["to_version"] == "2"  # the history is whole again
+    assert champion_version(project.config) == "3"
+    moves = [e for e in audit_file(project.config) if e["alias"] == CHAMPION]
+    assert [e["to_version"] for e in moves] == ["1", "2", "3"]
+    assert rollback(project.config)["to_version"] == "2"  # the history is whole
