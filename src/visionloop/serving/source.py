@@ -214,7 +214,7 @@ def load_model(config: Config, ref: ModelRef, runtime: str | None = None) -> Loa
         try:
             bundle_dir, digest = local_bundle(ref, work)
             built = build_runtime(name, ref, report, bundle_dir, work)
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        except (OSError, RuntimeError, ValueError, KeyError, BundleDamaged) as exc:
             raise ModelRefused("load", f"{ref.label} could not be loaded: {exc}") from None
     smoke_check(config, built, ref)
     return LoadedModel(ref, built, digest, report, why)
