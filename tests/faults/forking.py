@@ -59,3 +59,17 @@ def run(action: Callable[[], Any], result_file: Path) -> Any:
     outcome = attempt(action, None, result_file)
     assert outcome == "ok", f"{action} failed (its traceback is above)"
     return json.loads(result_file.read_text())
+
+
+def together(actions: list[Callable[[], Any]], folder: Path) -> list[Any]:
+    """Start every action in its own fork at once; what each returned, in order."""
+    pids = []
+    for index, action in enumerate(actions):
+        pid = os.fork()
+        if pid == 0:
+            _child(action, folder / f"together-{index}.json")
+        pids.append(pid)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "a concurrent action failed (above)"
+    return [json.loads((folder / f"together-{i}.json").read_text()) for i in range(len(pids))]

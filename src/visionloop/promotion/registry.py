@@ -44,6 +44,7 @@ from visionloop.artifacts.verdict import (
 from visionloop.atomic import write_text_atomic
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
+from visionloop.locking import AlreadyRunning, exclusive
 from visionloop.tracking import configure_tracking, git_state, git_tags, start_run
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ GATE_TAG = "gate"
 PENDING, PASSED, FAILED, ABANDONED = "pending", "passed", "failed", "abandoned"
 DIGEST_TAG = "bundle_sha256"
 AUDIT_FILE = "audit.jsonl"
+LOCK_FILE = "registry.lock"
 AUDIT_TAG_PREFIX = "audit."
 VERDICTS_DIR = "verdicts"
 SMOKE_IMAGES = 8
@@ -190,7 +192,8 @@ def smoke_images(config: Config) -> np.ndarray:
 def register_candidate(config: Config) -> str:
     """Register train.dir/model as a new `gate=pending` version (or reuse it); its version."""
     bundle_dir = candidate.require_bundle(config.train.dir)
-    return _register(registry_client(config), config, bundle_dir, bundle_digest(bundle_dir))
+    with one_change_at_a_time(config):
+        return _register(registry_client(config), config, bundle_dir, bundle_digest(bundle_dir))
 
 
 def _register(client, config: Config, bundle_dir: Path, digest: str) -> str:
@@ -470,8 +473,23 @@ def reconcile_pending(client, config: Config, current_digest: str) -> list[str]:
     return abandoned
 
 
+class RegistryBusy(AlreadyRunning):
+    """Another register, promote or rollback of this project is moving aliases."""
+
+
+def one_change_at_a_time(config: Config):
+    """Registry changes of one project, one at a time (two concurrent registrations of one
+    bundle would both create a version; two moves would interleave their audit entries)."""
+    return exclusive(config.registry.dir / LOCK_FILE, "registry change", error=RegistryBusy)
+
+
 def register_and_promote(config: Config) -> dict[str, Any]:
     """What the flow and `visionloop models register` run after the gate stage."""
+    with one_change_at_a_time(config):
+        return _register_and_promote(config)
+
+
+def _register_and_promote(config: Config) -> dict[str, Any]:
     client = registry_client(config)
     finish_interrupted_moves(client, config)
     bundle_dir = candidate.require_bundle(config.train.dir)
@@ -487,6 +505,11 @@ def promote(config: Config, version: str, reason: str) -> dict[str, Any]:
     """A manual, recorded promotion of a version that passed its gate."""
     if not reason.strip():
         raise VisionloopError("a manual promotion needs --reason saying why")
+    with one_change_at_a_time(config):
+        return _promote(config, version, reason)
+
+
+def _promote(config: Config, version: str, reason: str) -> dict[str, Any]:
     client = registry_client(config)
     finish_interrupted_moves(client, config)
     name = config.registry.model_name
@@ -501,6 +524,11 @@ def promote(config: Config, version: str, reason: str) -> dict[str, Any]:
 def rollback(config: Config, reason: str = "") -> dict[str, Any]:
     """Move `champion` back to the newest earlier champion that is intact and passes a smoke
     prediction; damaged ones are skipped (and named in the answer)."""
+    with one_change_at_a_time(config):
+        return _rollback(config, reason)
+
+
+def _rollback(config: Config, reason: str = "") -> dict[str, Any]:
     client = registry_client(config)
     finish_interrupted_moves(client, config)
     name = config.registry.model_name
