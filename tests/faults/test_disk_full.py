@@ -73,7 +73,16 @@ def test_ingest_on_a_full_disk_is_one_line_then_completes(tmp_path, small_disk):
     assert len(manifest(config)) == 24
     assert_store_consistent(config)
     assert sorted(p.name for p in config.data.ingest.work_dir.iterdir()) == ["ingest.lock"]
-    record("faults", "disk full: ingest (tmpfs)", 1, 1)
+
+    # The same disk mounted read-only: one line naming it (EROFS), the store as it was.
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    noise_png(config.data.incoming_dir / "later" / "cat" / "x.png", 99)
+    readonly = run_cli("--params", params, "data", "ingest", "-q")
+    lines = readonly.stderr.strip().splitlines()
+    assert readonly.returncode == 1 and len(lines) == 1, readonly.stderr
+    assert "Read-only file system" in lines[0] and "remount" in lines[0], lines
+    assert len(manifest(config)) == 24
+    record("faults", "disk full, then read-only: ingest (tmpfs)", 2, 2)
 
 
 def test_bundle_and_checkpoint_on_a_full_disk_fail_whole_with_the_disk_named(small_disk):
