@@ -95,7 +95,7 @@ def verify_bundle(folder: Path, expected: str | None, label: str) -> str:
         raise BundleDamaged(f"{label}: no bundle_sha256 recorded; its files cannot be checked")
     if digest != expected:
         raise BundleDamaged(
-            f"{label}: its bundle files hash to {digest[:12]} but {expected[:12]} was recorded "
-            "at registration; the files were changed or damaged after registration"
+            f"{label}: its bundle files hash to {digest[:12]} but bundle_sha256={expected[:12]} "
+            "was recorded at registration; the files were changed or damaged after registration"
         )
     return digest
