@@ -9,6 +9,7 @@ can leave one behind, and `remove_stale_temp_files` clears those.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from visionloop.errors import with_path
 
 TEMP_SUFFIX = ".tmp"
 
@@ -34,6 +37,9 @@ def open_atomic(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
             os.fsync(handle.fileno())
         os.chmod(staging, mode)  # mkstemp makes it private; by default an ordinary file
         os.replace(staging, path)
+    except OSError as exc:
+        Path(staging).unlink(missing_ok=True)
+        raise with_path(exc, path) from None  # a handle's write error names no file
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
@@ -95,3 +101,23 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def move(source: Path, target: Path) -> None:
+    """os.replace, also across filesystems (EXDEV: `data/` and `reports/` on other mounts):
+    then copied beside the target whole, renamed into place, and only then the source
+    removed, so a kill leaves the source (and at most a temporary sibling) behind."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    if source.is_dir():
+        with staged_dir(target) as staging:
+            shutil.copytree(source, staging, dirs_exist_ok=True, symlinks=True)
+        shutil.rmtree(source)
+    else:
+        with open_atomic(target) as handle, source.open("rb") as original:
+            shutil.copyfileobj(original, handle)
+        source.unlink()

@@ -16,7 +16,7 @@ import click
 
 from visionloop.config import DEFAULT_PARAMS, Config, load_config
 from visionloop.env import apply_offline_defaults
-from visionloop.errors import VisionloopError
+from visionloop.errors import VisionloopError, os_error_line
 from visionloop.pipeline.stages import STAGES, Stage, run_stage
 
 
@@ -36,6 +36,11 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except VisionloopError as exc:
             raise _UserError(str(exc), exc.exit_code) from None
+        except OSError as exc:  # a full disk, a read-only mount, ...: one line, the path
+            line = os_error_line(exc)
+            if line is None:
+                raise
+            raise _UserError(line, 1) from None
 
 
 def echo_json(payload) -> None:

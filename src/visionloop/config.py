@@ -101,6 +101,9 @@ class DvcConfig(Section):
     remote_name: str = "local"
     # The default remote: a plain folder outside the workspace. null leaves remotes alone.
     remote_url: str | None = "../visionloop-dvc-remote"
+    # Another DVC process (a `dvc repro`, a `dvc push`) holds the repo's lock: wait this
+    # long (s) for it, retrying, before ingest reports that `dvc add` is still to be done.
+    lock_wait_seconds: float = Field(120, ge=0)
 
 
 ExpectationName = Literal[
@@ -320,6 +323,14 @@ class RegistryConfig(Section):
     dir: ProjectPath = Path("models/registry")  # audit.jsonl: every alias move
     # dvc repro's gate stage also registers and promotes; off, those are CLI/flow actions.
     act_in_pipeline: bool = False
+    # A tracking server's /health must answer within this (s) before any tracking or
+    # registry step; a LAN server answers in milliseconds, so a dead one fails in seconds.
+    health_timeout_seconds: float = Field(5, gt=0)
+    # MLflow's own HTTP settings (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT; the environment
+    # wins): its defaults (7 retries with backoff, 120 s) turn a server that stops answering
+    # mid-command into minutes of silence.
+    http_max_retries: int = Field(2, ge=0)
+    http_timeout_seconds: int = Field(30, ge=1)
 
 
 class FlowsConfig(Section):

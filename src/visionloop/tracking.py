@@ -23,7 +23,12 @@ from visionloop.errors import VisionloopError
 
 log = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
-HEALTH_TIMEOUT_SECONDS = 5  # a tracking server on a LAN answers /health in milliseconds
+# MLflow's HTTP settings taken from params (registry section) unless the user set them.
+HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "http_max_retries",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "http_timeout_seconds",
+}
+_exported: dict[str, str] = {}  # the values this module put in the environment
 CREDENTIALS_HINT = (
     "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
     '(for `visionloop stack`: eval "$(visionloop stack env)")'
@@ -48,9 +53,10 @@ def configure_tracking(config: Config) -> str:
 
     uri = tracking_uri(config)
     if uri.startswith(SQLITE_PREFIX):
-        Path(uri.removeprefix(SQLITE_PREFIX)).parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite_store_whole(Path(uri.removeprefix(SQLITE_PREFIX)))
     if is_server(uri):
-        check_server(uri)
+        apply_http_settings(config)
+        check_server(uri, config.registry.health_timeout_seconds)
     _set_uris_without_exporting(mlflow, uri)
     try:
         experiment = mlflow.get_experiment_by_name(config.registry.experiment)
@@ -73,21 +79,58 @@ def configure_tracking(config: Config) -> str:
     )
 
 
+def create_sqlite_store_whole(path: Path) -> None:
+    """Create a new SQLite tracking store beside its path, then link it into place.
+
+    MLflow creates its tables and runs its migrations in place (seconds on a loaded
+    machine); a kill in between left a database every later command failed on (`table ...
+    already exists`). Linked, not renamed: a concurrent creator never replaces a store that
+    another process has already written to."""
+    if path.exists():
+        return
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        engine = create_sqlalchemy_engine(SQLITE_PREFIX + str(staging))
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.link(staging, path)
+    except FileExistsError:
+        pass  # another process created it first: use theirs
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def check_server(uri: str) -> None:
+def apply_http_settings(config: Config) -> None:
+    """MLflow's retry and timeout settings from params, where the user has not set them
+    (MLflow reads them from the environment at every request)."""
+    for key, field in HTTP_SETTINGS.items():
+        current = os.environ.get(key)
+        if current is None or current == _exported.get(key):
+            os.environ[key] = _exported[key] = str(getattr(config.registry, field))
+
+
+def check_server(uri: str, timeout: float) -> None:
     """One line when the tracking server does not answer its (unauthenticated) /health."""
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_SECONDS):
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
             return
     except urllib.error.HTTPError as exc:
         reason = f"HTTP {exc.code} from /health"
     except (OSError, ValueError) as exc:
         reason = str(getattr(exc, "reason", exc))
     raise TrackingServerError(
-        f"the MLflow tracking server {uri} does not answer ({reason}): start it (for the "
+        f"the MLflow tracking server {uri} does not answer within {timeout:g} s ({reason}): "
+        "check the URI and that the server runs (for the "
         "stack: `visionloop stack status`, `visionloop stack up`), or unset "
         "MLFLOW_TRACKING_URI to track in the project's own store"
     )

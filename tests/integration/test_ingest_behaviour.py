@@ -182,3 +182,19 @@ def test_a_ready_marker_marks_the_drop_complete_and_is_not_data(tmp_path):
     (outcome,) = ingest_drops(config).drops
     assert outcome.status == "ingested" and outcome.accepted == images
     assert outcome.quarantined_total == 0 and outcome.files == images
+
+
+def test_an_empty_class_folder_is_reported_not_silently_ignored(tmp_path):
+    """Issue 15: an empty class folder in a drop was ignored without a word."""
+    config = project(tmp_path)
+    drop = valid_drop(config.data.incoming_dir / "first")
+    (drop / "bird").mkdir()
+    zipped = zip_drop(
+        config.data.incoming_dir / "second.zip",
+        {"cat/a.png": png(500), "fish/": b""},
+    )
+    result = run_cli("--params", str(config.root / "params.yaml"), "data", "ingest", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "empty folders, no images taken from them: bird" in result.stdout
+    assert "empty folders, no images taken from them: fish" in result.stdout
+    assert zipped.name and len(manifest(config)) == 7

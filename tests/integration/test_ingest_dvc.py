@@ -89,3 +89,33 @@ def test_kill_before_dvc_add_then_rerun_leaves_dvc_status_clean(repo):
     assert _dvc_status(repo) == "Data and pipelines are up to date."
     ledger = json.loads((repo / "data" / "raw" / "drops.json").read_text())
     assert [d["name"] for d in ledger["drops"]] == ["digits-002", "digits-003"]
+
+
+HOLD_DVC_LOCK = """
+import sys, time
+from dvc.lock import make_lock
+lock = make_lock(sys.argv[1])
+lock.lock()
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+lock.unlock()
+"""
+
+
+def test_ingest_waits_for_dvc_lock_held_by_another_process(repo):
+    """Issue 15: `dvc add ... failed (Unable to acquire lock...)`, exit 1, no wait."""
+    assert run_cli("data", "demo", cwd=repo).returncode == 0
+    lock_file = repo / ".dvc" / "tmp" / "lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_DVC_LOCK, str(lock_file), "12"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = run_cli("data", "ingest", "-q", "digits-001", cwd=repo)  # DVC alone waits 3 s
+    finally:
+        holder.wait(timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert _dvc_status(repo) == "Data and pipelines are up to date."

@@ -158,3 +158,18 @@ def test_external_kill_at_an_arbitrary_moment(tmp_path, reference):
     _assert_all_or_nothing(config, before, len(reference["rows"]))
     ingest_drops(config)
     _assert_completed(config, reference)
+
+
+@pytest.mark.parametrize("point", ["moved", "renamed_done"])
+def test_kill_inside_the_final_clean_up_leaves_no_folder_behind(tmp_path, reference, point):
+    """Issue 15: rmtree of the commit folder killed after it deleted plan.json left a
+    commit-* folder that recovery never removed."""
+    config = _setup(tmp_path)
+    killed = _run_killed(config, point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    work = config.data.ingest.work_dir
+    if point == "moved":  # the state a kill half-way through the old rmtree left
+        (commit_dir,) = work.glob("commit-*")
+        (commit_dir / "plan.json").unlink()
+    ingest_drops(config)
+    _assert_completed(config, reference)

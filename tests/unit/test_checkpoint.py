@@ -56,3 +56,23 @@ def test_no_checkpoint_at_all(tmp_path):
     save_checkpoint(tmp_path, 1, state(1))
     checkpoint_path(tmp_path, 1).write_bytes(b"")
     assert load_latest_checkpoint(tmp_path) is None
+
+
+class Payload:
+    """Any object but tensors and containers: weights_only=True refuses to unpickle it."""
+
+    def __reduce__(self):
+        return (print, ("a pickle payload ran",))
+
+
+def test_a_checkpoint_holding_a_pickle_payload_falls_back_without_running_it(
+    tmp_path, caplog, capsys
+):
+    """Issue 15: with a valid sidecar, a 47-line UnpicklingError traceback on --resume."""
+    save_checkpoint(tmp_path, 1, state(1))
+    save_checkpoint(tmp_path, 2, {**state(2), "extra": Payload()})  # its sidecar is valid
+    with caplog.at_level(logging.WARNING):
+        path, loaded = load_latest_checkpoint(tmp_path)
+    assert path.name == "epoch-0001.pt" and loaded["epoch"] == 1
+    assert "skipping checkpoint" in caplog.text and "epoch-0002.pt" in caplog.text
+    assert "a pickle payload ran" not in capsys.readouterr().out

@@ -110,3 +110,59 @@ def test_new_commands_answer_help_without_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "--allow-new-classes" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _encoded_variants() -> dict[str, bytes]:
+    """Real encodings a photo arrives in: baseline and progressive JPEG with EXIF and its
+    thumbnail, optimised and interlaced PNG with text chunks, WebP lossy and lossless, BMP."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    rng = __import__("numpy").random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype="uint8"))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    thumb = io.BytesIO()
+    image.resize((16, 12)).save(thumb, "JPEG")
+    variants = {}
+    for name, fmt, kwargs in [
+        ("jpeg", "JPEG", {"exif": exif, "quality": 90}),
+        ("jpeg-progressive", "JPEG", {"progressive": True, "optimize": True}),
+        ("jpeg-restart", "JPEG", {"restart_marker_blocks": 1}),
+        ("png", "PNG", {"optimize": True}),
+        ("webp", "WEBP", {"quality": 80}),
+        ("webp-lossless", "WEBP", {"lossless": True}),
+        ("bmp", "BMP", {}),
+    ]:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **kwargs)
+        variants[name] = buffer.getvalue()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "made by a camera")
+    buffer = io.BytesIO()
+    image.convert("P").save(buffer, "PNG", pnginfo=info, interlace=1)
+    variants["png-palette-text"] = buffer.getvalue()
+    return variants
+
+
+def test_trailing_data_after_an_image_is_its_own_reason_and_real_encodings_pass():
+    """Issue 15: a valid PNG with a ZIP holding a pickle appended was stored byte for byte."""
+    import io
+    import pickle
+    import zipfile
+
+    from visionloop.config import IngestConfig
+    from visionloop.data.ingest.reasons import FileReason
+    from visionloop.data.ingest.screening import screen
+
+    rules = IngestConfig(min_side=8)
+    payload = io.BytesIO()
+    with zipfile.ZipFile(payload, "w") as archive:
+        archive.writestr("data.pkl", pickle.dumps({"not": "an image"}))
+    for name, data in _encoded_variants().items():
+        assert screen(data, rules).reason is None, name
+        assert screen(data + b"\0" * 64, rules).reason is None, name  # zero padding
+        appended = screen(data + payload.getvalue(), rules)
+        assert appended.reason == FileReason.TRAILING_DATA, name
+        assert f"{len(payload.getvalue())} bytes after the end" in appended.detail, name

@@ -43,3 +43,17 @@ def test_bundle_round_trip_predicts_the_same_probabilities(tmp_path):
 def test_unknown_architecture_names_the_choices():
     with pytest.raises(ValueError, match="choose one of alexnet"):
         build_model("resnet999", num_classes=2, image_size=32)
+
+
+def test_a_killed_fresh_training_never_lends_its_run_to_the_previous_bundle(tmp_path):
+    """Issue 15: run.json was rewritten when a training started; killed, evaluate and
+    register attached the previous model to the killed run."""
+    from visionloop.artifacts import candidate
+
+    candidate.write_run_record(tmp_path, "run-a", None, "digest-a")  # A trained and saved
+    assert candidate.read_run_id(tmp_path, "digest-a") == "run-a"
+    candidate.write_run_record(tmp_path, "run-b", None)  # B started ... and was killed
+    assert candidate.read_run_id(tmp_path, "digest-a") is None  # A is not B's model
+    assert candidate.read_run_id(tmp_path) == "run-b"  # (what a resumed B continues)
+    candidate.write_run_record(tmp_path, "run-b", 1, "digest-b")
+    assert candidate.read_run_id(tmp_path, "digest-b") == "run-b"

@@ -10,12 +10,14 @@ bundle's identity is `bundle_digest`: a hash over the names and bytes of its fil
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from visionloop.atomic import staged_dir
+from visionloop.errors import VisionloopError
 
 META_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
@@ -42,6 +44,10 @@ class BundleMeta:
         return cls(**raw)
 
 
+class BundleDamaged(VisionloopError):
+    """A bundle's files do not hash to the digest recorded for it: never load it."""
+
+
 def is_bundle(folder: Path) -> bool:
     return (folder / META_FILE).is_file()
 
@@ -50,9 +56,11 @@ def save_bundle(folder: Path, module, meta: BundleMeta) -> Path:
     """Write the bundle whole: built in a temporary sibling folder, then moved into place."""
     import torch
 
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    buffer = io.BytesIO()  # torch's zip writer to a file reports a full disk as a RuntimeError
+    torch.save(state, buffer)
     with staged_dir(folder) as staging:
-        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-        torch.save(state, staging / WEIGHTS_FILE)
+        (staging / WEIGHTS_FILE).write_bytes(buffer.getvalue())  # ENOSPC is an OSError here
         (staging / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n")
     return folder
 
@@ -74,3 +82,20 @@ def bundle_digest(folder: Path) -> str:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def verify_bundle(folder: Path, expected: str | None, label: str) -> str:
+    """The bundle's digest when its files hash to `expected` (the one integrity check before
+    any registered model is used); BundleDamaged, in one line, when they do not.
+
+    torch.load does not check a zip's CRCs, so zeroed or flipped weights would otherwise
+    load and predict; a missing or truncated file changes the digest as well."""
+    digest = bundle_digest(folder) if folder.is_dir() else "(no bundle folder)"
+    if not expected:
+        raise BundleDamaged(f"{label}: no bundle_sha256 recorded; its files cannot be checked")
+    if digest != expected:
+        raise BundleDamaged(
+            f"{label}: its bundle files hash to {digest[:12]} but bundle_sha256={expected[:12]} "
+            "was recorded at registration; the files were changed or damaged after registration"
+        )
+    return digest

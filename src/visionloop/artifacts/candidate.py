@@ -1,8 +1,9 @@
 """The candidate, written by training and read by evaluation, the gate and the registry.
 
 <train.dir>/model/        the bundle (visionloop.artifacts.bundle)
-<train.dir>/run.json      {"run_id": <MLflow run id>, "resumed_from_epoch": N|null}: the
-                          run that evaluate and register log into
+<train.dir>/run.json      {"run_id": <MLflow run id>, "resumed_from_epoch": N|null,
+                          "bundle_sha256": <the bundle that run wrote>|null (still training)}:
+                          the run evaluate and register log into, for that bundle only
 <train.dir>/metrics.json  the training summary (a DVC metric)
 <train.dir>/history.csv   one row per epoch (a DVC plot)
 <train.dir>/recipe.json   the data facts and every data-dependent tunable: its value,
@@ -40,17 +41,28 @@ def require_bundle(train_dir: Path) -> Path:
     return folder
 
 
-def write_run_record(train_dir: Path, run_id: str, resumed_from: int | None) -> None:
-    """The MLflow run id for the stages after training (no tracking URI: it may hold secrets)."""
-    write_json_atomic(train_dir / RUN_FILE, {"run_id": run_id, "resumed_from_epoch": resumed_from})
+def write_run_record(
+    train_dir: Path, run_id: str, resumed_from: int | None, bundle_sha256: str | None = None
+) -> None:
+    """The MLflow run id for the stages after training (no tracking URI: it may hold secrets).
+
+    Written when a training starts (bundle_sha256 None: the bundle in train.dir is still the
+    previous one) and again once its bundle is saved, naming it: a training killed on the way
+    never lends its run to the previous model."""
+    record = {"run_id": run_id, "resumed_from_epoch": resumed_from, "bundle_sha256": bundle_sha256}
+    write_json_atomic(train_dir / RUN_FILE, record)
 
 
-def read_run_id(train_dir: Path) -> str | None:
-    """The training run's MLflow id, or None when training left none."""
+def read_run_id(train_dir: Path, bundle_sha256: str | None = None) -> str | None:
+    """The training run's MLflow id, or None when training left none; given a bundle's
+    digest, only the run that wrote that bundle (records before the digest: any)."""
     path = train_dir / RUN_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text()).get("run_id")
+    record = json.loads(path.read_text())
+    if bundle_sha256 is not None and record.get("bundle_sha256", bundle_sha256) != bundle_sha256:
+        return None
+    return record.get("run_id")
 
 
 def write_metrics(train_dir: Path, summary: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from visionloop.config import Config
 from visionloop.errors import VisionloopError
 
 _WORKING_DIRECTORY = threading.RLock()
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -79,17 +81,46 @@ def track_raw(config: Config) -> None:
     from dvc.exceptions import DvcException
 
     root = find_repo_root(config)
-    try:
+
+    def add() -> None:
         with open_repo(root) as repo:
             ensure_remote(repo, config, root)
             # relink=False (`dvc add --no-relink`): the files are already in place, and
             # re-linking every stored file would make each add cost more as the store grows.
             repo.add([str(config.data.raw_dir)], relink=False)
+
+    from dvc.lock import LockError
+
+    wait = config.data.dvc.lock_wait_seconds
+    try:
+        waiting_for_lock(add, wait)
+    except LockError:
+        raise DvcTrackingError(
+            f"the drops are committed, but another DVC command held the lock of {root} for "
+            f"more than data.dvc.lock_wait_seconds ({wait:g} s); run `visionloop data ingest` "
+            "again when it has finished (it records them with `dvc add`)"
+        ) from None
     except DvcException as exc:
         raise DvcTrackingError(
             f"the drops are committed but `dvc add {config.data.raw_dir}` failed ({exc}); "
             f"fix that and run `visionloop data ingest` again to retry"
         ) from None
+
+
+def waiting_for_lock(action, wait_seconds: float, pause: float = 1.0):
+    """Run `action`; while another DVC process holds the repo lock, retry for up to
+    `wait_seconds` (DVC itself gives up after a few seconds). Other errors at once."""
+    from dvc.lock import LockError
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return action()
+        except LockError:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("DVC's lock is held by another process; retrying in %.0f s", pause)
+            time.sleep(pause)
 
 
 def ensure_remote(repo, config: Config, root: Path) -> bool:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from visionloop.artifacts.bundle import BundleMeta, read_meta, read_weights
+from visionloop.artifacts.bundle import BundleDamaged, BundleMeta, read_meta, read_weights
+from visionloop.errors import first_line
 from visionloop.models.zoo import build_model
 
 # A normalised float32 (N, 3, H, W) batch -> logits (N, classes), on the CPU.
@@ -79,7 +80,18 @@ class Classifier:
 
 
 def load_bundle(folder: Path, device: str = "cpu") -> Classifier:
-    meta = read_meta(folder)
-    module = build_model(meta.arch, num_classes=len(meta.classes), image_size=meta.image_size)
-    module.load_state_dict(read_weights(folder))
+    """The bundle as a Classifier; BundleDamaged, in one line, when its files cannot be read
+    as a bundle (truncated or foreign weights, a pickle payload, broken model.json)."""
+    import pickle
+
+    try:
+        meta = read_meta(folder)
+        module = build_model(meta.arch, num_classes=len(meta.classes), image_size=meta.image_size)
+        module.load_state_dict(read_weights(folder))
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError, KeyError) as exc:
+        detail = first_line(exc)
+        raise BundleDamaged(f"{folder}: the model bundle cannot be loaded ({detail})") from None
+    except pickle.UnpicklingError as exc:
+        detail = first_line(exc)
+        raise BundleDamaged(f"{folder}: weights.pt is not plain tensors ({detail})") from None
     return Classifier(module, meta, device=device)

@@ -185,7 +185,7 @@ def run(config: Config) -> dict[str, Any]:
     draw_plots(evaluation.plots_dir(out_dir), result, classes)
     draw_error_explanations(config, classifier, split, probs)
     evaluation_report.write_report(out_dir, result, classes, model_facts(classifier.meta, digest))
-    run_id = log_evaluation(config, out_dir, result)  # the report page goes to MLflow too
+    run_id = log_evaluation(config, out_dir, result, digest)  # the report page goes to MLflow too
     evaluation.write_evaluated(out_dir, digest, run_id)
     return {"metrics": result.metrics, "mlflow_run_id": run_id, "dir": str(config.evaluate.dir)}
 
@@ -267,11 +267,11 @@ def save_figure(figure, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def log_evaluation(config: Config, out_dir: Path, result: Evaluation) -> str:
-    """Log metrics and files to the candidate's run (or a new one); return the run id."""
+def log_evaluation(config: Config, out_dir: Path, result: Evaluation, digest: str) -> str:
+    """Log metrics and files to the run that trained this bundle (or a new one); its id."""
     import mlflow
 
-    with start_run(config, candidate.read_run_id(config.train.dir), "evaluate") as run:
+    with start_run(config, candidate.read_run_id(config.train.dir, digest), "evaluate") as run:
         mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
         mlflow.log_metrics(
             {

@@ -18,6 +18,10 @@ Output: one row per image with `label`, `confidence`, `top_k` (a list of
 A bad image raises an MlflowException naming the image and the reason (HTTP 400 from
 `mlflow models serve`), never a traceback.
 
+Integrity: `model_config` records the bundle's `bundle_sha256` (as the version's tag does);
+loading checks the bundle's files against it (`load_context`), and `download_checked`
+checks a downloaded version against its registry tag before anything loads it.
+
 The model is logged "from code" (MLflow's models-from-code: a Python file, not a pickle),
 and the visionloop package travels with it as code, so loading needs no pickle and no
 visionloop install, only the pip requirements recorded with the model.
@@ -46,6 +50,7 @@ ENTRY_FILE = Path(__file__).with_name("mlflow_model_code.py")
 # What loading the model imports; pinned to this environment (inferring them takes ~11 s).
 RUNTIME_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pillow", "pydantic", "pyyaml")
 DEFAULT_TOP_K = 5
+DIGEST_SETTING = "bundle_sha256"  # in model_config: the bundle's digest at registration
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 
 
@@ -60,11 +65,15 @@ class BundlePyfuncModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
+        from visionloop.artifacts.bundle import verify_bundle
         from visionloop.config import IngestConfig
         from visionloop.models.classifier import load_bundle
 
-        self.classifier = load_bundle(Path(context.artifacts[BUNDLE_ARTIFACT]))
         settings = getattr(context, "model_config", None) or {}
+        bundle_dir = Path(context.artifacts[BUNDLE_ARTIFACT])
+        if settings.get(DIGEST_SETTING):  # versions registered before it was recorded: none
+            verify_bundle(bundle_dir, settings[DIGEST_SETTING], "the registered model")
+        self.classifier = load_bundle(bundle_dir)
         self.rules = IngestConfig(**settings.get("image_rules", {}))
         self.top_k = int(settings.get("top_k", DEFAULT_TOP_K))
 
@@ -250,3 +259,22 @@ def log_bundle_model(bundle_dir: Path, example_image: np.ndarray, settings: dict
         input_example=input_example(example_image),
         model_config=settings,
     )
+
+
+def download_checked(name: str, version: str, expected: str | None, target: Path):
+    """Download registered version `version` into target; (model folder, bundle folder,
+    digest) once the bundle's files hash to `expected` (its `bundle_sha256` tag), else
+    BundleDamaged. Gate, promote, rollback, predict and serve all go through here."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    from visionloop.artifacts.bundle import verify_bundle
+
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
+        )
+    )
+    artifacts = Model.load(folder).flavors["python_function"].get("artifacts", {})
+    bundle_dir = folder / artifacts[BUNDLE_ARTIFACT]["path"]
+    return folder, bundle_dir, verify_bundle(bundle_dir, expected, f"{name} v{version}")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from visionloop.artifacts import candidate, raw_store
-from visionloop.artifacts.bundle import bundle_digest
+from visionloop.artifacts.bundle import BundleDamaged, bundle_digest
 from visionloop.artifacts.evaluation import evaluation_of
 from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.artifacts.verdict import (
@@ -47,6 +47,7 @@ from visionloop.artifacts.verdict import (
 from visionloop.atomic import write_text_atomic
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
+from visionloop.locking import AlreadyRunning, exclusive
 from visionloop.tracking import configure_tracking, git_state, git_tags, start_run
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ GATE_TAG = "gate"
 PENDING, PASSED, FAILED, ABANDONED = "pending", "passed", "failed", "abandoned"
 DIGEST_TAG = "bundle_sha256"
 AUDIT_FILE = "audit.jsonl"
+LOCK_FILE = "registry.lock"
 AUDIT_TAG_PREFIX = "audit."
 VERDICTS_DIR = "verdicts"
 SMOKE_IMAGES = 8
@@ -109,10 +111,21 @@ def ensure_registered_model(client, name: str) -> None:
 # ---- loading registered versions -------------------------------------------------------
 
 
-def load_version_pyfunc(config: Config, version: str):
+def load_version_pyfunc(config: Config, version: str, client=None):
+    """A registered version as any MLflow user loads it, once its bundle's files hash to its
+    `bundle_sha256` tag (BundleDamaged, one line, when they do not)."""
+    import tempfile
+
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}/{version}")
+    from visionloop.promotion.pyfunc import download_checked
+
+    client = client or registry_client(config)
+    name = config.registry.model_name
+    expected = client.get_model_version(name, version).tags.get(DIGEST_TAG)
+    with tempfile.TemporaryDirectory(prefix="visionloop-version-") as work:
+        folder, _, _ = download_checked(name, version, expected, Path(work))
+        return mlflow.pyfunc.load_model(str(folder))  # loaded into memory: the folder may go
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,15 @@ def load_champion(config: Config) -> Champion | None:
     if champion is None:
         return None
     version = version_of(champion)
-    classifier = load_version_pyfunc(config, version).unwrap_python_model().classifier
+    try:
+        model = load_version_pyfunc(config, version, client)
+    except BundleDamaged as exc:
+        raise VisionloopError(
+            f"the champion is damaged ({exc}); the gate cannot compare against it: "
+            "`visionloop rollback` to the previous good champion, or "
+            "`visionloop promote --version N --reason ...`"
+        ) from None
+    classifier = model.unwrap_python_model().classifier
     return Champion(version, champion.tags.get(DIGEST_TAG, ""), classifier)
 
 
@@ -141,8 +162,8 @@ def smoke_test(config: Config, version: str) -> None:
     from visionloop.promotion.pyfunc import encoded_frame, output_probabilities
 
     images = smoke_images(config)
+    model = load_version_pyfunc(config, version)  # BundleDamaged: refused before any load
     try:
-        model = load_version_pyfunc(config, version)
         probs = output_probabilities(model.predict(encoded_frame(images)))
     except (MlflowException, OSError, RuntimeError, ValueError, KeyError) as exc:
         raise VisionloopError(f"v{version} failed its smoke prediction: {exc}") from None
@@ -174,7 +195,8 @@ def smoke_images(config: Config) -> np.ndarray:
 def register_candidate(config: Config) -> str:
     """Register train.dir/model as a new `gate=pending` version (or reuse it); its version."""
     bundle_dir = candidate.require_bundle(config.train.dir)
-    return _register(registry_client(config), config, bundle_dir, bundle_digest(bundle_dir))
+    with one_change_at_a_time(config):
+        return _register(registry_client(config), config, bundle_dir, bundle_digest(bundle_dir))
 
 
 def _register(client, config: Config, bundle_dir: Path, digest: str) -> str:
@@ -192,13 +214,16 @@ def _register(client, config: Config, bundle_dir: Path, digest: str) -> str:
 def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> str:
 
     from visionloop.artifacts.exports import report_tags
-    from visionloop.promotion.pyfunc import log_bundle_model
+    from visionloop.promotion.pyfunc import DIGEST_SETTING, log_bundle_model
     from visionloop.serving.export import log_exports
 
     evaluated = evaluation_of(config.evaluate.dir, digest)
-    run_id = candidate.read_run_id(config.train.dir) or (evaluated[1] if evaluated else None)
+    run_id = candidate.read_run_id(config.train.dir, digest)
+    if run_id is None and evaluated:
+        run_id = evaluated[1]
     with start_run(config, run_id, "register"):
-        info = log_bundle_model(bundle_dir, smoke_images(config)[0], pyfunc_settings(config))
+        settings = {**pyfunc_settings(config), DIGEST_SETTING: digest}
+        info = log_bundle_model(bundle_dir, smoke_images(config)[0], settings)
         exported = log_exports(config, bundle_dir, digest)
     ensure_registered_model(client, config.registry.model_name)
     # Tags go in with the version (one call), so a version is never seen without gate=pending.
@@ -258,12 +283,27 @@ def promote_if_passed(client, config: Config, version: str) -> dict[str, Any]:
         )
     if verdict["mode"] == ALREADY_CHAMPION:
         return {"action": "none", "version": version, "summary": verdict["summary"]}
+    done = already_applied(client, config, model_version, verdict)
+    if done is not None:
+        return done
     check_champion_unchanged(client, name, verdict)
     report = keep_report(config, version)
     record_verdict(client, name, version, verdict, report)
     if not verdict["passed"]:
         return {"action": "rejected", "version": version, "summary": verdict["summary"]}
     move_champion(client, config, version, "promote", verdict["summary"], report)
+    return {"action": "promoted", "version": version, "summary": verdict["summary"]}
+
+
+def already_applied(client, config: Config, model_version, verdict: dict[str, Any]):
+    """The outcome when this verdict was applied to this version by an earlier run (a rerun
+    of `models register` converges instead of failing on the champion it moved); else None."""
+    name, version = config.registry.model_name, version_of(model_version)
+    recorded = model_version.tags.get(GATE_TAG)
+    if recorded == FAILED and not verdict["passed"]:
+        return {"action": "rejected", "version": version, "summary": verdict["summary"]}
+    if recorded != PASSED or version_of(alias_version(client, name, CHAMPION)) != version:
+        return None
     return {"action": "promoted", "version": version, "summary": verdict["summary"]}
 
 
@@ -332,14 +372,49 @@ def move_alias(
 ) -> dict[str, Any]:
     name = config.registry.model_name
     previous = alias_version(client, name, alias)
+    # The audit entry first, as the move's journal: a kill before the alias moves leaves an
+    # entry whose move `finish_interrupted_moves` completes on the next registry action.
+    before = version_of(previous)
+    entry = record_move(client, config, alias, before, version, action, reason, report)
     client.set_registered_model_alias(name, alias, version)
+    return entry
+
+
+def finish_interrupted_moves(client, config: Config) -> list[str]:
+    """Complete alias moves whose audit entry was written but whose alias was not moved (a
+    kill in between): the alias still at the entry's from_version goes to its to_version.
+    An alias found anywhere else was moved outside visionloop and is left alone."""
+    name = config.registry.model_name
+    last: dict[str, dict[str, Any]] = {}
+    for entry in audit_entries(client, name):
+        last[entry["alias"]] = entry
+    finished = []
+    for alias, entry in last.items():
+        now = version_of(alias_version(client, name, alias))
+        if now != entry["to_version"] and now == entry["from_version"]:
+            client.set_registered_model_alias(name, alias, entry["to_version"])
+            log.info("registry: finished the interrupted move of @%s to v%s", alias, now)
+            finished.append(alias)
+    return finished
+
+
+def record_move(
+    client,
+    config: Config,
+    alias: str,
+    from_version: str | None,
+    to_version: str,
+    action: str,
+    reason: str,
+    report: str | None,
+) -> dict[str, Any]:
     entry = {
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": name,
+        "model": config.registry.model_name,
         "alias": alias,
         "action": action,
-        "from_version": version_of(previous),
-        "to_version": version,
+        "from_version": from_version,
+        "to_version": to_version,
         "reason": reason,
         "report": report,
         "user": getpass.getuser(),
@@ -377,8 +452,10 @@ def champion_history(client, name: str) -> list[str]:
     for entry in audit_entries(client, name):
         if entry["alias"] != CHAMPION:
             continue
-        if entry["action"] == "rollback":
+        if entry["action"] == "rollback":  # back to its target (damaged ones skipped)
             del stack[-1:]
+            while stack and stack[-1] != entry["to_version"]:
+                del stack[-1]
         else:
             stack.append(entry["to_version"])
     return stack
@@ -405,9 +482,25 @@ def reconcile_pending(client, config: Config, current_digest: str) -> list[str]:
     return abandoned
 
 
+class RegistryBusy(AlreadyRunning):
+    """Another register, promote or rollback of this project is moving aliases."""
+
+
+def one_change_at_a_time(config: Config):
+    """Registry changes of one project, one at a time (two concurrent registrations of one
+    bundle would both create a version; two moves would interleave their audit entries)."""
+    return exclusive(config.registry.dir / LOCK_FILE, "registry change", error=RegistryBusy)
+
+
 def register_and_promote(config: Config) -> dict[str, Any]:
     """What the flow and `visionloop models register` run after the gate stage."""
+    with one_change_at_a_time(config):
+        return _register_and_promote(config)
+
+
+def _register_and_promote(config: Config) -> dict[str, Any]:
     client = registry_client(config)
+    finish_interrupted_moves(client, config)
     bundle_dir = candidate.require_bundle(config.train.dir)
     digest = bundle_digest(bundle_dir)
     abandoned = reconcile_pending(client, config, digest)
@@ -421,7 +514,13 @@ def promote(config: Config, version: str, reason: str) -> dict[str, Any]:
     """A manual, recorded promotion of a version that passed its gate."""
     if not reason.strip():
         raise VisionloopError("a manual promotion needs --reason saying why")
+    with one_change_at_a_time(config):
+        return _promote(config, version, reason)
+
+
+def _promote(config: Config, version: str, reason: str) -> dict[str, Any]:
     client = registry_client(config)
+    finish_interrupted_moves(client, config)
     name = config.registry.model_name
     require_version(client, name, version)
     champion = alias_version(client, name, CHAMPION)
@@ -432,8 +531,15 @@ def promote(config: Config, version: str, reason: str) -> dict[str, Any]:
 
 
 def rollback(config: Config, reason: str = "") -> dict[str, Any]:
-    """Move `champion` back to the previous champion, after it passes a smoke prediction."""
+    """Move `champion` back to the newest earlier champion that is intact and passes a smoke
+    prediction; damaged ones are skipped (and named in the answer)."""
+    with one_change_at_a_time(config):
+        return _rollback(config, reason)
+
+
+def _rollback(config: Config, reason: str = "") -> dict[str, Any]:
     client = registry_client(config)
+    finish_interrupted_moves(client, config)
     name = config.registry.model_name
     champion = alias_version(client, name, CHAMPION)
     if champion is None:
@@ -448,10 +554,34 @@ def rollback(config: Config, reason: str = "") -> dict[str, Any]:
         raise VisionloopError(
             f"v{version_of(champion)} is the first champion; nothing to roll back to"
         )
-    target = history[-2]
-    smoke_test(config, target)
-    move_alias(client, config, CHAMPION, target, "rollback", reason or "rollback")
-    return {"action": "rolled_back", "from_version": version_of(champion), "to_version": target}
+    target, skipped = first_intact(config, history[-2::-1], version_of(champion))
+    note = f" (skipped damaged {', '.join('v' + v for v in skipped)})" if skipped else ""
+    move_alias(client, config, CHAMPION, target, "rollback", (reason or "rollback") + note)
+    return {
+        "action": "rolled_back",
+        "from_version": version_of(champion),
+        "to_version": target,
+        "skipped": skipped,
+    }
+
+
+def first_intact(config: Config, candidates: list[str], champion: str) -> tuple[str, list[str]]:
+    """The first of `candidates` (newest first) whose files are intact and whose smoke
+    prediction works, and the damaged ones passed over; one line when none is left."""
+    skipped, problems = [], []
+    for version in dict.fromkeys(v for v in candidates if v != champion):
+        try:
+            smoke_test(config, version)
+        except BundleDamaged as exc:
+            log.info("rollback: skipping %s", exc)
+            skipped.append(version)
+            problems.append(str(exc))
+            continue
+        return version, skipped
+    raise VisionloopError(
+        f"no earlier champion of {config.registry.model_name} is intact to roll back to: "
+        + "; ".join(problems)
+    )
 
 
 def require_version(client, name: str, version: str) -> None:

@@ -63,6 +63,7 @@ IMAGE_ADVICE: dict[str, str] = {
     FileReason.TOO_LARGE: "downscale the image before sending it",
     FileReason.FILE_TOO_LARGE: "the file is larger than data.ingest.max_file_bytes",
     FileReason.UNREADABLE: "check the file's permissions",
+    FileReason.TRAILING_DATA: "send the image alone (export or re-save it)",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from visionloop.artifacts import exports
-from visionloop.artifacts.bundle import BundleMeta, bundle_digest, is_bundle
+from visionloop.artifacts.bundle import BundleDamaged, BundleMeta, bundle_digest, is_bundle
 from visionloop.artifacts.exports import ExportReport, report_from_tags
 from visionloop.config import Config
 from visionloop.errors import VisionloopError, first_line
@@ -214,7 +214,7 @@ def load_model(config: Config, ref: ModelRef, runtime: str | None = None) -> Loa
         try:
             bundle_dir, digest = local_bundle(ref, work)
             built = build_runtime(name, ref, report, bundle_dir, work)
-        except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        except (OSError, RuntimeError, ValueError, KeyError, BundleDamaged) as exc:
             raise ModelRefused("load", f"{ref.label} could not be loaded: {exc}") from None
     smoke_check(config, built, ref)
     return LoadedModel(ref, built, digest, report, why)
@@ -226,38 +226,20 @@ def local_bundle(ref: ModelRef, work: Path) -> tuple[Path, str]:
         return ref.path, bundle_digest(ref.path)
     from mlflow.exceptions import MlflowException
 
+    from visionloop.promotion.pyfunc import download_checked
     from visionloop.promotion.registry import DIGEST_TAG
 
     try:
-        bundle_dir = download_bundle(ref, work / "model")
+        _, bundle_dir, digest = download_checked(
+            ref.name, ref.version, ref.tags.get(DIGEST_TAG), work / "model"
+        )
     except MlflowException as exc:
         raise ModelRefused(
             "download", f"{ref.label}: its files could not be downloaded: {exc.message}"
         ) from None
-    digest = bundle_digest(bundle_dir)
-    expected = ref.tags.get(DIGEST_TAG)
-    if digest != expected:
-        raise ModelRefused(
-            "integrity",
-            f"{ref.label}: its bundle files hash to {digest[:12]} but the version records "
-            f"{DIGEST_TAG}={str(expected)[:12]}; the artifacts were changed after registration",
-        )
+    except BundleDamaged as exc:
+        raise ModelRefused("integrity", str(exc)) from None
     return bundle_dir, digest
-
-
-def download_bundle(ref: ModelRef, target: Path) -> Path:
-    import mlflow.artifacts
-    from mlflow.models import Model
-
-    from visionloop.promotion.pyfunc import BUNDLE_ARTIFACT
-
-    folder = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{ref.name}/{ref.version}", dst_path=str(target)
-        )
-    )
-    artifacts = Model.load(folder).flavors["python_function"].get("artifacts", {})
-    return folder / artifacts[BUNDLE_ARTIFACT]["path"]
 
 
 def build_runtime(

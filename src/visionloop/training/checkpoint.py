@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from visionloop.atomic import write_bytes_atomic
+from visionloop.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,14 @@ def load_latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
         try:
             data = verify(path)
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except (ValueError, OSError, RuntimeError, EOFError) as exc:
-            log.warning("skipping checkpoint %s: %s; falling back to the previous one", path, exc)
+        except (ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            # UnpicklingError: a payload weights_only refuses (a valid sidecar proves only
+            # that the file is the one written, not that it is plain tensors).
+            log.warning(
+                "skipping checkpoint %s: %s; falling back to the previous one",
+                path,
+                first_line(exc),
+            )
             continue
         return path, state
     return None

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from visionloop.artifacts import candidate
-from visionloop.artifacts.bundle import BundleMeta, save_bundle
+from visionloop.artifacts.bundle import BundleMeta, bundle_digest, save_bundle
 from visionloop.artifacts.prepared import normalisation_stats, read_stats, require_split
 from visionloop.config import Config, TrainConfig
 from visionloop.errors import VisionloopError
@@ -385,6 +385,7 @@ def finish(session: Session, resumed_from: int | None) -> dict[str, Any]:
         tta=cfg.tta,
     )
     bundle_dir = save_bundle(candidate.bundle_dir(cfg.dir), model, meta)
+    candidate.write_run_record(cfg.dir, session.run_id, resumed_from, bundle_digest(bundle_dir))
     best = session.history[session.early.best_epoch - 1]
     summary = {
         "best_epoch": session.early.best_epoch,

@@ -10,8 +10,9 @@ commit folder it finds, so a process killed at any point leaves the drop either 
 Order of the steps: the drop's shard packed into the store from the staged images (written
 whole, invisible until listed), copies of stored images being quarantined, classes.json,
 manifest.csv (the atomic replace consumers see), drops.json, quarantine folder, report,
-the drop moved aside, the commit folder deleted. Shards never change: a stored image taken
-out for a label conflict leaves the manifest, and its bytes stay in its shard. `dvc add`
+the drop moved aside (copied where it crosses filesystems), the commit folder renamed
+`done-*` and deleted. Shards never change: a stored image taken out for a label conflict
+leaves the manifest, and its bytes stay in its shard. `dvc add`
 runs once per ingest run, after the last commit, and again on the next run if it did not
 finish (TRACK_PENDING).
 """
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from visionloop.artifacts import raw_store
-from visionloop.atomic import write_bytes_atomic, write_json_atomic
+from visionloop.atomic import move, write_bytes_atomic, write_json_atomic
 from visionloop.config import Config
 from visionloop.data.ingest.layout import staged_member
 from visionloop.data.ingest.plan import REPORT_FILE, CommitPlan
@@ -36,6 +37,7 @@ from visionloop.errors import VisionloopError
 PLAN = "plan.json"
 STAGE_PREFIX = "stage-"
 COMMIT_PREFIX = "commit-"
+DONE_PREFIX = "done-"  # a finished commit being deleted (renamed first: no plan goes alone)
 KILL_ENV = "VISIONLOOP_INGEST_KILL_AT"  # test hook: SIGKILL this process at a named point
 # Present while data/raw has changed since DVC last recorded it; removed after `dvc add`.
 TRACK_PENDING = "track-pending"
@@ -80,10 +82,14 @@ def recover(config: Config) -> list[str]:
         return []
     finished = []
     for entry in sorted(work_dir.iterdir()):
-        if entry.name.startswith(STAGE_PREFIX):
+        if entry.name.startswith((STAGE_PREFIX, DONE_PREFIX)):
             shutil.rmtree(entry)
         elif entry.name.startswith(COMMIT_PREFIX) and (entry / PLAN).is_file():
             finished.append(roll_forward(config, entry))
+        elif entry.name.startswith(COMMIT_PREFIX) and entry.is_dir():
+            # No plan: a clean-up interrupted before DONE_PREFIX existed had deleted it
+            # (a plan is written before the commit folder is named, so nothing is lost).
+            shutil.rmtree(entry)
     return finished
 
 
@@ -123,7 +129,12 @@ def roll_forward(config: Config, commit_dir: Path) -> str:
     if plan.done_path is not None:
         move_aside(Path(plan.source), Path(plan.done_path), plan.drop_id)
     failpoint("moved")
-    shutil.rmtree(commit_dir)
+    # Renamed before it is deleted: a kill inside rmtree leaves a done-* folder that
+    # recovery removes, never a commit-* folder that has lost its plan.
+    finished = commit_dir.with_name(DONE_PREFIX + commit_dir.name.removeprefix(COMMIT_PREFIX))
+    os.replace(commit_dir, finished)
+    failpoint("renamed_done")
+    shutil.rmtree(finished)
     return plan.drop_id
 
 
@@ -172,7 +183,7 @@ def _merge_move(source: Path, target: Path) -> None:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_file() or not target.exists():
-        os.replace(source, target)
+        move(source, target)  # copies when target is on another filesystem
         return
     for child in sorted(source.iterdir()):
         _merge_move(child, target / child.name)
@@ -188,5 +199,5 @@ def move_aside(source: Path, target: Path, tag: str) -> Path | None:
     while candidate.exists() or candidate.is_symlink():
         candidate = target.with_name(f"{target.name}.{tag}" + (f".{number}" if number > 1 else ""))
         number += 1
-    os.replace(source, candidate)
+    move(source, candidate)
     return candidate

@@ -97,9 +97,16 @@ class DropReader:
         self.kind = drop_kind(path)
         if self.kind is None:
             raise DropRejected(DropReason.UNSUPPORTED_DROP, path.name)
+        self.folders: set[tuple[str, ...]] = set()  # every folder seen, with files or not
         self.files = self._scan()
         if not self.files:
             raise DropRejected(DropReason.EMPTY, "no files in the drop")
+
+    def empty_folders(self) -> list[str]:
+        """Folders of the drop that hold no file at any depth (an empty class folder is a
+        class that brought no images: reported, not silently dropped)."""
+        holding = {f.parts[:depth] for f in self.files for depth in range(1, len(f.parts))}
+        return sorted("/".join(parts) for parts in self.folders - holding)
 
     def _scan(self) -> list[DropFile]:
         scanner = {"folder": self._scan_folder, "zip": self._scan_zip, "tar": self._scan_tar}
@@ -130,6 +137,7 @@ class DropReader:
                     if entry.is_symlink():
                         raise DropRejected(DropReason.LINK, "/".join(parts))
                     if entry.is_dir(follow_symlinks=False):
+                        self.folders.add(parts)
                         stack.append((Path(entry.path), parts))
                     elif entry.is_file(follow_symlinks=False):
                         size = entry.stat(follow_symlinks=False).st_size
@@ -148,6 +156,7 @@ class DropReader:
                 budget.count(parts)
                 _check_zip_member(info, parts)
                 if info.is_dir():
+                    self.folders.add(parts)
                     continue
                 budget.add(parts, info.file_size, info.compress_size)
                 files.append(DropFile(parts, info.file_size, info))
@@ -164,6 +173,7 @@ class DropReader:
                 budget.count(parts)
                 _check_tar_member(info, parts)
                 if info.isdir():
+                    self.folders.add(parts)
                     continue
                 budget.add(parts, info.size, None)
                 files.append(DropFile(parts, info.size, info))

@@ -26,6 +26,7 @@ class FileReason(StrEnum):
     NO_LABEL = "no_label"
     TOO_DEEP = "too_deep"
     OS_METADATA = "os_metadata"
+    TRAILING_DATA = "trailing_data"
 
 
 FILE_REASONS: dict[FileReason, str] = {
@@ -43,6 +44,8 @@ FILE_REASONS: dict[FileReason, str] = {
     FileReason.NO_LABEL: "the file is not inside a class folder",
     FileReason.TOO_DEEP: "the file is nested below its class folder",
     FileReason.OS_METADATA: "operating-system litter (.DS_Store, Thumbs.db, __MACOSX/, ._*)",
+    FileReason.TRAILING_DATA: "bytes follow the image's end (an appended file, a motion-photo "
+    "video); only the image may enter the store",
 }
 
 

@@ -92,6 +92,7 @@ class DropOutcome:
     report_path: str = ""
     moved_to: str = ""
     checks: dict[str, Any] = field(default_factory=dict)  # drift and label issues, when run
+    empty_folders: list[str] = field(default_factory=list)  # no files in them: no images
 
     @property
     def quarantined_total(self) -> int:
@@ -238,13 +239,21 @@ class _Ingestor:
             return self._reject(path, exc)
         stage = commit.new_stage_dir(self.rules.work_dir)
         try:
-            return self._stage_and_commit(path, reader, entries, stage)
+            outcome = self._stage_and_commit(path, reader, entries, stage)
         except DropRejected as exc:  # damage found while reading an archive
             shutil.rmtree(stage, ignore_errors=True)
             return self._reject(path, exc)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
+        outcome.empty_folders = reader.empty_folders()
+        if outcome.empty_folders:
+            log.info(
+                "drop %s: empty folders %s hold no images (nothing to ingest from them)",
+                outcome.name,
+                outcome.empty_folders,
+            )
+        return outcome
 
     def _stage_and_commit(
         self, path: Path, reader: DropReader, entries: list[DropEntry], stage: Path

@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from visionloop.config import IngestConfig
 from visionloop.data.ingest.reasons import FileReason
+from visionloop.data.ingest.trailing import trailing_bytes
 from visionloop.images import EXTENSIONS, FormatNotAllowed, decode
 
 
@@ -75,6 +76,13 @@ def screen_image(data: bytes, rules: IngestConfig) -> tuple[Screened, Image.Imag
         size=len(data),
     )
     verdict = _check_sides(verdict, rules)
+    extra = trailing_bytes(data, decoded.format) if verdict.reason is None else 0
+    if extra:
+        verdict = _reject(
+            verdict,
+            FileReason.TRAILING_DATA,
+            f"{extra} bytes after the end of the {decoded.format} image",
+        )
     return verdict, decoded.image if verdict.reason is None else None
 
 

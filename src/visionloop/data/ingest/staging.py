@@ -20,6 +20,7 @@ from visionloop.data.ingest.layout import DropEntry, placement_reason, quarantin
 from visionloop.data.ingest.readers import DropFile, DropReader, drop_name
 from visionloop.data.ingest.reasons import FileReason
 from visionloop.data.ingest.screening import Screened, screen
+from visionloop.errors import with_path
 from visionloop.progress import track
 
 
@@ -92,4 +93,7 @@ def _write_new(path: Path, data: bytes) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:  # a full disk: the error names the file (and so the disk)
+        raise with_path(exc, path) from None

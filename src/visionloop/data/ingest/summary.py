@@ -69,6 +69,8 @@ def _drop_lines(drop: DropOutcome) -> list[str]:
         lines.append(f"  quarantined: {reasons} -> {drop.quarantine_path}/reasons.json")
     if drop.new_classes:
         lines.append(f"  new classes: {', '.join(drop.new_classes)}")
+    if drop.empty_folders:
+        lines.append(f"  empty folders, no images taken from them: {', '.join(drop.empty_folders)}")
     lines += check_lines(drop.checks)
     return lines
 
