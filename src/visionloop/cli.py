@@ -342,6 +342,26 @@ def tune_summary(outcome: dict) -> str:
     )
 
 
+@cli.command("reproduce")
+@click.option("--version", "version", required=True, help="The registered version to rebuild.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_context
+def reproduce_command(ctx: click.Context, version: str, as_json: bool) -> None:
+    """Rebuild a registered version from its lineage (commit, data version, params, seed)
+    in a temporary checkout and compare: exit 0 when reproduced, 1 when not."""
+    from dataclasses import asdict
+
+    from visionloop.experiments.reproduce import reproduce
+
+    outcome = reproduce(ctx.obj.config, version)
+    if as_json:
+        echo_json({**asdict(outcome), "reproduced": outcome.reproduced})
+    else:
+        click.echo(outcome.line)
+        click.echo(f"report: {outcome.report}")
+    ctx.exit(0 if outcome.reproduced else 1)
+
+
 @cli.group()
 def stack() -> None:
     """The production stack on this machine: PostgreSQL, MLflow, Prefect and a worker, all on

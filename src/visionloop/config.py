@@ -453,6 +453,13 @@ class TuneConfig(Section):
     space: dict[str, SpaceParam] = {}  # dotted params key -> range or choices
 
 
+class ReproduceConfig(Section):
+    """`visionloop reproduce --version N`: a registered version retrained from its lineage."""
+
+    dir: ProjectPath = Path("reports/reproduce")  # <model>-v<N>.md and .json per version
+    keep_workspace: bool = False  # keep the temporary checkout it retrained in (to inspect)
+
+
 class Config(Section):
     root: Path = Field(Path("."), exclude=True)
     data: DataConfig = DataConfig()
@@ -466,6 +473,7 @@ class Config(Section):
     stack: StackConfig = StackConfig()
     serving: ServingConfig = ServingConfig()
     tune: TuneConfig = TuneConfig()
+    reproduce: ReproduceConfig = ReproduceConfig()
 
     @model_validator(mode="after")
     def _space_names_params(self) -> Config:

@@ -44,7 +44,15 @@ from visionloop.artifacts.verdict import (
 from visionloop.atomic import write_text_atomic
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
-from visionloop.tracking import configure_tracking, git_state, git_tags, start_run
+from visionloop.tracking import (
+    RUN_NAME_TAG,
+    configure_tracking,
+    git_state,
+    git_tags,
+    run_name,
+    start_run,
+)
+from visionloop.training import mlflow_run
 
 log = logging.getLogger(__name__)
 
@@ -195,17 +203,24 @@ def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> s
 
     evaluated = evaluation_of(config.evaluate.dir, digest)
     run_id = candidate.read_run_id(config.train.dir) or (evaluated[1] if evaluated else None)
-    with start_run(config, run_id, "register"):
+    with start_run(config, run_id, run_name("register")) as run:
         info = log_bundle_model(bundle_dir, smoke_images(config)[0], pyfunc_settings(config))
         exported = log_exports(config, bundle_dir, digest)
+        mlflow_run.log_lineage_files(config)
+        run_id = run.info.run_id
     ensure_registered_model(client, config.registry.model_name)
     # Tags go in with the version (one call), so a version is never seen without gate=pending.
-    version = mlflow.register_model(
-        info.model_uri,
-        config.registry.model_name,
-        tags={**registration_tags(config, digest, evaluated), **report_tags(exported)},
+    version = version_of(
+        mlflow.register_model(
+            info.model_uri,
+            config.registry.model_name,
+            tags={**registration_tags(config, digest, evaluated), **report_tags(exported)},
+        )
     )
-    return version_of(version)
+    # The training run, named for what it became: `train digits-003 v4`.
+    name = run_name("train", mlflow_run.data_label(config), version=version)
+    client.set_tag(run_id, RUN_NAME_TAG, name)
+    return version
 
 
 def pyfunc_settings(config: Config) -> dict[str, Any]:
@@ -218,7 +233,12 @@ def pyfunc_settings(config: Config) -> dict[str, Any]:
 def registration_tags(
     config: Config, digest: str, evaluated: tuple[dict[str, float], str] | None
 ) -> dict[str, str]:
-    tags = {GATE_TAG: PENDING, DIGEST_TAG: digest, **git_tags(git_state(config.root))}
+    tags = {
+        GATE_TAG: PENDING,
+        DIGEST_TAG: digest,
+        **mlflow_run.lineage_tags(config),
+        **git_tags(git_state(config.root)),
+    }
     if evaluated:
         tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluated[0].items()})
     verdict = read_verdict(config.gate.dir)

@@ -190,6 +190,42 @@ def data_version(config: Config) -> dict[str, str]:
     return tags
 
 
+PARAMS_FILE = "params.yaml"
+DVC_LOCK = "dvc.lock"
+LINEAGE_DIR = "lineage"
+
+
+def lineage_tags(config: Config) -> dict[str, str]:
+    """What a registered version records so that `visionloop reproduce` can rebuild it:
+    the data version and commit, the seed, hashes of params.yaml and dvc.lock as they were,
+    and the torch build and Python that trained it."""
+    import platform
+
+    import torch
+
+    tags = data_version(config)
+    tags["train.seed"] = str(config.train.seed)
+    for name in (PARAMS_FILE, DVC_LOCK):
+        path = config.root / name
+        if path.exists():
+            tags[f"lineage.{name.replace('.', '_')}_sha256"] = hashlib.sha256(
+                path.read_bytes()
+            ).hexdigest()
+    tags["env.torch"] = torch.__version__
+    tags["env.python"] = platform.python_version()
+    return tags
+
+
+def log_lineage_files(config: Config) -> None:
+    """params.yaml and dvc.lock as they were, into the active run's `lineage/`."""
+    import mlflow
+
+    for name in (PARAMS_FILE, DVC_LOCK):
+        path = config.root / name
+        if path.exists():
+            mlflow.log_artifact(str(path), artifact_path=LINEAGE_DIR)
+
+
 def dvc_lock_md5(root: Path, path: Path) -> str | None:
     """The md5 dvc.lock records for an output, if a stage lists it."""
     lock = root / "dvc.lock"
