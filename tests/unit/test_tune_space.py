@@ -34,3 +34,19 @@ def test_a_key_the_file_lacks_is_added_under_its_section():
     loaded = yaml.safe_load(patched)
     assert loaded["train"]["augment"] == {"hflip": True, "cutmix_alpha": 0.5}
     assert loaded["train"]["seed"] == 3 and loaded["evaluate"] == {"dir": "x"}
+
+
+def test_the_study_storage_is_derived_from_the_tracking_store(tmp_path, monkeypatch):
+    from visionloop.config import load_config
+    from visionloop.experiments.storage import study_storage_url, without_password
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = tmp_path / "params.yaml"
+    params.write_text("registry: {tracking_uri: 'sqlite:///mlruns/mlflow.db'}\n")
+    # beside the tracking database, never in it (both keep an alembic_version table)
+    assert study_storage_url(load_config(params)) == f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql+psycopg://u:secret@127.0.0.1:5433/mlflow")
+    assert study_storage_url(load_config(params)).endswith("@127.0.0.1:5433/optuna")
+    params.write_text("tune: {storage: 'sqlite:////elsewhere/studies.db'}\n")
+    assert study_storage_url(load_config(params)) == "sqlite:////elsewhere/studies.db"
+    assert without_password("postgresql://u:secret@h:1/optuna") == "postgresql://u:***@h:1/optuna"
