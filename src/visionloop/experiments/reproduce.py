@@ -22,7 +22,7 @@ from typing import Any
 from visionloop.atomic import write_json_atomic, write_text_atomic
 from visionloop.config import Config, load_config
 from visionloop.data.versioning import DataVersionMissing, restore_into
-from visionloop.errors import VisionloopError
+from visionloop.errors import VisionloopError, first_line
 from visionloop.tracking import run_name
 
 # The metrics both runs record for their best epoch (the registered run as best_<name>).
@@ -162,8 +162,20 @@ def retrain(project: Path, version: str) -> dict[str, Any]:
 
 
 def download_bundle(client, run_id: str, folder: Path) -> Path:
+    """The bundle its training run logged (the weights as trained, before any export)."""
+    from mlflow.exceptions import MlflowException
+
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run_id, "bundle", str(folder)))
+    try:
+        local = Path(client.download_artifacts(run_id, "bundle", str(folder)))
+    except (MlflowException, OSError) as exc:
+        raise CannotReproduce(
+            f"run {run_id} holds no training bundle to compare with ({first_line(exc)}); "
+            "only versions registered from a training run can be reproduced"
+        ) from None
+    if not (local / WEIGHTS).exists():
+        raise CannotReproduce(f"run {run_id}'s bundle has no {WEIGHTS} to compare with")
+    return local
 
 
 def compare(
