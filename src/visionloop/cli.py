@@ -302,6 +302,96 @@ def rollback_command(app: AppContext, reason: str) -> None:
     echo_json(rollback(app.config, reason))
 
 
+@cli.command("tune")
+@click.option("--trials", type=click.IntRange(min=1), required=True, help="Finished trials wanted.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="Seconds, at most.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes running trials of the one study.",
+)
+@click.option("--study", "study_name", default=None, help="[default: tune.study]")
+@click.option(
+    "--apply", "apply_patch", is_flag=True, help="Write the best params into params.yaml."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def tune_command(
+    app: AppContext,
+    trials: int,
+    timeout: float | None,
+    workers: int,
+    study_name: str | None,
+    apply_patch: bool,
+    as_json: bool,
+) -> None:
+    """Search tune.space with Optuna (TPE, median pruning); each trial a training run.
+
+    The study is kept in the study storage (tune.storage), so running the same command again
+    continues it. The best params are shown as a diff of params.yaml; --apply writes them.
+    """
+    from visionloop.experiments import space
+    from visionloop.experiments.tune import tune
+
+    outcome = tune(app.config, trials, timeout, workers, study_name)
+    patched, diff = space.params_diff(app.params_path, outcome["best_params"])
+    outcome["applied"] = bool(apply_patch and diff)
+    if outcome["applied"]:
+        space.apply_patch(app.params_path, patched)
+    if as_json:
+        echo_json({**outcome, "diff": diff})
+        return
+    click.echo(tune_summary(outcome))
+    if outcome["best_trial"] is None:
+        return
+    if not diff:
+        click.echo(f"{app.params_path} already holds the best trial's params")
+        return
+    click.echo(diff, nl=False)
+    click.echo(
+        f"applied to {app.params_path}"
+        if outcome["applied"]
+        else "run again with --apply to "
+        f"write this into {app.params_path} (the patch alone: tune.dir/best_params.yaml)"
+    )
+
+
+def tune_summary(outcome: dict) -> str:
+    counts = outcome["trials"]
+    line = (
+        f"study {outcome['study']} ({outcome['storage']}): {counts['complete']} complete, "
+        f"{counts['pruned']} pruned, {counts['fail']} failed"
+    )
+    if outcome["best_trial"] is None:
+        return line + "; no trial completed, so there are no best params yet"
+    return (
+        f"{line}; best trial {outcome['best_trial']}: {outcome['metric']} "
+        f"{outcome['best_value']:.4g}"
+    )
+
+
+@cli.command("reproduce")
+@click.option("--version", "version", required=True, help="The registered version to rebuild.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_context
+def reproduce_command(ctx: click.Context, version: str, as_json: bool) -> None:
+    """Rebuild a registered version from its lineage (commit, data version, params, seed)
+    in a temporary checkout and compare: exit 0 when reproduced, 1 when not."""
+    from dataclasses import asdict
+
+    from visionloop.experiments.reproduce import reproduce
+
+    outcome = reproduce(ctx.obj.config, version)
+    if as_json:
+        echo_json({**asdict(outcome), "reproduced": outcome.reproduced})
+    else:
+        click.echo(outcome.line)
+        click.echo(f"report: {outcome.report}")
+    ctx.exit(0 if outcome.reproduced else 1)
+
+
 @cli.group()
 def stack() -> None:
     """The production stack on this machine: PostgreSQL, MLflow, Prefect and a worker, all on

@@ -471,6 +471,59 @@ class MonitoringConfig(Section):
     select: SelectConfig = SelectConfig()
 
 
+class SpaceParam(Section):
+    """One dimension of `tune.space`: a range (low, high, log scale, step) or choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False  # sample evenly in log space (learning rates, weight decay)
+    step: float | None = Field(None, gt=0)  # a grid inside the range; int ranges: default 1
+    integer: bool = False  # whole numbers (batch sizes, epochs)
+    choices: tuple[str | int | float | bool | None, ...] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SpaceParam:
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if ranged or self.log or self.step is not None or self.integer:
+                raise ValueError("give choices, or low/high (with log, step, integer); not both")
+            if not self.choices:
+                raise ValueError("choices is empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices)")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined (Optuna samples one or the other)")
+        return self
+
+
+class TuneConfig(Section):
+    """`visionloop tune`: an Optuna study over `space`, each trial a training run."""
+
+    dir: ProjectPath = Path("reports/tune")  # trials/<n>/, best_params.yaml, study.json
+    study: str = Field("visionloop", min_length=1, max_length=200)  # name in the storage
+    # auto: an optuna.db beside a SQLite tracking store, the stack's PostgreSQL behind its
+    # MLflow server; or a SQLAlchemy URL of your own.
+    storage: str = "auto"
+    seed: int = 0  # TPE sampler seed: the same study draws the same params
+    startup_trials: int = Field(5, ge=0)  # TPE samples at random until this many trials
+    prune_after_trials: int = Field(3, ge=0)  # median pruner: finished trials it waits for
+    prune_warmup_epochs: int = Field(1, ge=0)  # no trial is pruned in its first epochs
+    epochs: Annotated[int, Field(ge=1)] | None = None  # per trial; null: train.epochs
+    space: dict[str, SpaceParam] = {}  # dotted params key -> range or choices
+
+
+class ReproduceConfig(Section):
+    """`visionloop reproduce --version N`: a registered version retrained from its lineage."""
+
+    dir: ProjectPath = Path("reports/reproduce")  # <model>-v<N>.md and .json per version
+    keep_workspace: bool = False  # keep the temporary checkout it retrained in (to inspect)
+
+
 class Config(Section):
     root: Path = Field(Path("."), exclude=True)
     data: DataConfig = DataConfig()
@@ -484,6 +537,40 @@ class Config(Section):
     stack: StackConfig = StackConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     serving: ServingConfig = ServingConfig()
+    tune: TuneConfig = TuneConfig()
+    reproduce: ReproduceConfig = ReproduceConfig()
+
+    @model_validator(mode="after")
+    def _space_names_params(self) -> Config:
+        for key in self.tune.space:
+            problem = _not_tunable(key)
+            if problem:
+                raise ValueError(f"tune.space: {key}: {problem}")
+        return self
+
+
+def _not_tunable(key: str) -> str | None:
+    """Why a dotted key cannot be tuned (it names no leaf param, or a path), or None."""
+    model: type[BaseModel] = Config
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None or field.exclude:
+            where = ".".join(parts[:depth]) or "the top level"
+            allowed = ", ".join(_allowed_keys(tuple(parts[:depth])))
+            return f"no such param (in {where}: {allowed})"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        if depth != len(parts) - 1:
+            return f"{'.'.join(parts[: depth + 1])} is a single value, not a section"
+        if parts[0] != "train":
+            return "only train.* params can be tuned (every trial trains on the prepared data)"
+        if "Path" in str(annotation):
+            return "paths are not tunable"
+        return None
+    return "names a section; tune one of its keys"
 
 
 def load_config(
@@ -543,6 +630,8 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(err["loc"][:-1]))
             parts.append(f"{key}: unknown key (allowed here: {allowed})")
+        elif not err["loc"]:  # a rule across sections: its input is the whole file
+            parts.append(err["msg"].removeprefix("Value error, "))
         else:
             parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)

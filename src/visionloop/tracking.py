@@ -136,9 +136,16 @@ def check_server(uri: str, timeout: float) -> None:
     )
 
 
-def start_run(config: Config, run_id: str | None, run_name: str):
+def start_run(
+    config: Config,
+    run_id: str | None,
+    run_name: str,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+):
     """Resume run `run_id`, or start a new run named `run_name` when there is none (or it
-    cannot be resumed). MLflow's ActiveRun: use it in a `with`, or end it with end_run."""
+    cannot be resumed); `parent_run_id` makes it a child run (the MLflow UI nests it), also
+    from another process. MLflow's ActiveRun: use it in a `with`, or end it with end_run."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -148,7 +155,34 @@ def start_run(config: Config, run_id: str | None, run_name: str):
             return mlflow.start_run(run_id=run_id)
         except MlflowException as exc:
             log.warning("cannot continue MLflow run %s (%s); starting a new run", run_id, exc)
-    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+    tags = dict(tags or {})
+    if parent_run_id is not None:
+        # The tag, not nested=True: the parent is active in another process (tune workers).
+        tags[PARENT_TAG] = parent_run_id
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or None)
+
+
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+
+def run_name(
+    kind: str,
+    data: str | None = None,
+    version: str | int | None = None,
+    trial: int | None = None,
+) -> str:
+    """What a run is, as the MLflow UI lists it, the one naming rule: `train digits-003`,
+    `train digits-003 v4` once registered as version 4, `tune visionloop` (a study's parent
+    run), `tune trial 7`, `reproduce v4`."""
+    words = [kind]
+    if trial is not None:
+        words.append(f"trial {trial}")
+    if data:
+        words.append(data)
+    if version is not None:
+        words.append(f"v{version}")
+    return " ".join(words)
 
 
 def _set_uris_without_exporting(mlflow, uri: str) -> None:

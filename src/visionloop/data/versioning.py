@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from visionloop.config import Config
-from visionloop.errors import VisionloopError
+from visionloop.errors import VisionloopError, first_line
 
 _WORKING_DIRECTORY = threading.RLock()
 log = logging.getLogger(__name__)
@@ -160,3 +160,55 @@ def push(config: Config) -> int:
             f"`dvc push` failed ({exc}); the data is safe locally, run `dvc push` when the "
             "remote is reachable"
         ) from None
+
+
+class DataVersionMissing(VisionloopError):
+    """A data version recorded in git is in neither the DVC cache nor any remote."""
+
+
+def restore_into(source_root: Path, workspace: Path, targets: list[str]) -> None:
+    """Check out `targets` (.dvc files, stage names) in `workspace`, a git checkout of
+    another commit of the project at `source_root`, from that project's DVC cache, else
+    its default remote. The workspace shares the cache: nothing is copied twice."""
+    from dvc.exceptions import DvcException
+
+    with open_repo(source_root) as source:
+        cache_dir = source.cache.local.path
+        remotes = {name: conf["url"] for name, conf in source.config["remote"].items()}
+        default = source.config["core"].get("remote")
+    with open_repo(workspace) as repo, repo.config.edit("local") as conf:
+        conf["cache"]["dir"] = cache_dir
+        for name, url in remotes.items():  # absolute: the workspace lives elsewhere
+            conf["remote"][name] = {"url": url}
+        if default:
+            conf["core"]["remote"] = default
+    try:
+        with open_repo(workspace) as repo, _dvc_quiet():
+            repo.pull(targets=targets, remote=default)
+    except DvcException as exc:
+        missing = _missing_targets(exc)
+        raise DataVersionMissing(
+            f"the data version is in no DVC cache or remote (garbage-collected?): {missing} "
+            f"missing from {cache_dir} and remote {remotes.get(default or '', 'none')}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _dvc_quiet() -> Iterator[None]:
+    """DVC logs each missing file as a multi-line warning; the caller says it in one line."""
+    import logging
+
+    # Process-wide for the call: DVC resets its own loggers' levels while it runs.
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _missing_targets(exc: Exception) -> str:
+    """DVC's 'Checkout failed for following targets: a, b' as 'a, b'."""
+    targets = getattr(exc, "target_infos", None) or getattr(exc, "targets", None)
+    if targets:
+        return ", ".join(str(t) for t in targets)
+    return first_line(exc)

@@ -48,7 +48,15 @@ from visionloop.atomic import write_text_atomic
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
 from visionloop.locking import AlreadyRunning, exclusive
-from visionloop.tracking import configure_tracking, git_state, git_tags, start_run
+from visionloop.tracking import (
+    RUN_NAME_TAG,
+    configure_tracking,
+    git_state,
+    git_tags,
+    run_name,
+    start_run,
+)
+from visionloop.training import mlflow_run
 
 log = logging.getLogger(__name__)
 
@@ -221,22 +229,29 @@ def log_and_register(client, config: Config, bundle_dir: Path, digest: str) -> s
     run_id = candidate.read_run_id(config.train.dir, digest)
     if run_id is None and evaluated:
         run_id = evaluated[1]
-    with start_run(config, run_id, "register"):
+    with start_run(config, run_id, run_name("register")) as run:
         settings = {**pyfunc_settings(config), DIGEST_SETTING: digest}
         info = log_bundle_model(bundle_dir, smoke_images(config)[0], settings)
         exported = log_exports(config, bundle_dir, digest)
+        mlflow_run.log_lineage_files(config)
+        run_id = run.info.run_id
     ensure_registered_model(client, config.registry.model_name)
     # Tags go in with the version (one call), so a version is never seen without gate=pending.
     # The client's call, not mlflow.register_model: that one prints "already exists" every
     # time, since the registered model was created just above.
-    version = client.create_model_version(
-        config.registry.model_name,
-        source=info.model_uri,
-        run_id=info.run_id,
-        tags={**registration_tags(config, digest, evaluated), **report_tags(exported)},
-        model_id=info.model_id,
+    version = version_of(
+        client.create_model_version(
+            config.registry.model_name,
+            source=info.model_uri,
+            run_id=info.run_id,
+            tags={**registration_tags(config, digest, evaluated), **report_tags(exported)},
+            model_id=info.model_id,
+        )
     )
-    return version_of(version)
+    # The training run, named for what it became: `train digits-003 v4`.
+    name = run_name("train", mlflow_run.data_label(config), version=version)
+    client.set_tag(run_id, RUN_NAME_TAG, name)
+    return version
 
 
 def pyfunc_settings(config: Config) -> dict[str, Any]:
@@ -249,7 +264,12 @@ def pyfunc_settings(config: Config) -> dict[str, Any]:
 def registration_tags(
     config: Config, digest: str, evaluated: tuple[dict[str, float], str] | None
 ) -> dict[str, str]:
-    tags = {GATE_TAG: PENDING, DIGEST_TAG: digest, **git_tags(git_state(config.root))}
+    tags = {
+        GATE_TAG: PENDING,
+        DIGEST_TAG: digest,
+        **mlflow_run.lineage_tags(config),
+        **git_tags(git_state(config.root)),
+    }
     if evaluated:
         tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluated[0].items()})
     verdict = read_verdict(config.gate.dir)

@@ -27,7 +27,8 @@ BIN = Path(f"/usr/lib/postgresql/{MAJOR}/bin")
 SUPERUSER = "visionloop"
 SERVER_USER = "postgres"  # the Debian package's system user, used when we are root
 # database -> owning role (and the secrets entry holding that role's password)
-DATABASES = {"mlflow": "mlflow", "mlflow_auth": "mlflow", "prefect": "prefect"}
+# optuna: `visionloop tune` studies (MLflow and Optuna each need their own alembic_version)
+DATABASES = {"mlflow": "mlflow", "mlflow_auth": "mlflow", "prefect": "prefect", "optuna": "mlflow"}
 ROLE_SECRET = {"mlflow": "mlflow_db", "prefect": "prefect_db"}
 INSTALL_HINT = "install it with `apt-get install postgresql` (Debian/Ubuntu)"
 

@@ -9,9 +9,11 @@ as an uninterrupted run does in epoch k+1 (see docs/training.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,13 @@ log = logging.getLogger(__name__)
 RESUME_MODES = ("never", "auto", "always")
 # Params that change where things go or how they are shown, not what is trained.
 NOT_FINGERPRINTED = {"dir", "checkpoint_dir", "progress", "log_model"}
+# Called after each epoch (main process) with the epoch and its metrics; it may raise
+# TrainingStopped to end the run there (a tune trial the pruner stops).
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class TrainingStopped(Exception):
+    """Raised by an epoch callback: stop after this epoch; the MLflow run ends KILLED."""
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -74,13 +83,21 @@ def run(config: Config) -> dict[str, Any]:
     return train(config, resume="auto")
 
 
-def train(config: Config, resume: str = "never") -> dict[str, Any]:
-    """Train, early-stop, write the bundle; resume: never, auto (same params and data), always."""
+def train(
+    config: Config,
+    resume: str = "never",
+    on_epoch: EpochCallback | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:
+    """Train, early-stop, write the bundle; resume: never, auto (same params and data), always.
+    `on_epoch` sees every epoch's metrics; `run_name` and `parent_run_id` name the MLflow run
+    and make it a child run (tune trials)."""
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
     runtime = start_runtime(config.train)
     try:
-        return _train(config, resume, runtime)
+        return _train(config, resume, runtime, on_epoch, (run_name, parent_run_id))
     finally:
         stop_runtime(runtime)
 
@@ -155,6 +172,13 @@ class Session:
             return shard(drawn, self.runtime.rank, self.runtime.world_size)
         self.sampler.set_epoch(epoch)
         return list(self.sampler)
+
+    def splits_for_inputs(self) -> dict[str, Any]:
+        """train and val as trained on, and test when prepared: the run's MLflow inputs."""
+        splits = {"train": self.train_split, "val": self.val_split}
+        with contextlib.suppress(VisionloopError):
+            splits["test"] = require_split(self.config.prepare.dir, "test")
+        return splits
 
     def evaluated_model(self) -> nn.Module:
         """What validation scores and the bundle keeps: the weight average when there is one."""
@@ -324,7 +348,13 @@ def checkpoint_to_resume(
     return state
 
 
-def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
+def _train(
+    config: Config,
+    resume: str,
+    runtime: Runtime,
+    on_epoch: EpochCallback | None,
+    naming: tuple[str | None, str | None],
+) -> dict[str, Any]:
     session = Session(config, runtime)
     cfg = session.cfg
     state = checkpoint_to_resume(cfg.checkpoint_dir, resume, session.fingerprint)
@@ -336,10 +366,11 @@ def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
     resumed_from = session.epoch if state is not None else None
     try:
         if runtime.is_main:
-            session.run_id = mlflow_run.start_or_resume_run(config, session.run_id)
+            session.run_id = mlflow_run.start_or_resume_run(config, session.run_id, *naming)
             candidate.write_run_record(cfg.dir, session.run_id, resumed_from)
             candidate.write_recipe(cfg.dir, session.recipe.to_json())
             mlflow_run.log_start(config, session.recipe, runtime.world_size, str(runtime.device))
+            mlflow_run.log_inputs(config, session.splits_for_inputs())
         with Progress(cfg.progress, enabled=runtime.is_main) as progress:
             for line in session.recipe.lines():
                 progress.message(line)
@@ -353,6 +384,8 @@ def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
                 runtime.barrier()
                 note = "  *" if session.early.best_epoch == session.epoch else ""
                 progress.epoch_done(session.epoch, cfg.epochs, metrics, note)
+                if on_epoch is not None and runtime.is_main:
+                    on_epoch(session.epoch, metrics)
             if session.early.should_stop:
                 progress.message(
                     f"early stop after epoch {session.epoch}: no {cfg.early_stopping.monitor} "
@@ -361,9 +394,9 @@ def _train(config: Config, resume: str, runtime: Runtime) -> dict[str, Any]:
         if not runtime.is_main:
             return {}
         summary = finish(session, resumed_from)
-    except BaseException:
+    except BaseException as exc:
         if runtime.is_main:
-            mlflow_run.end_run("FAILED")
+            mlflow_run.end_run("KILLED" if isinstance(exc, TrainingStopped) else "FAILED")
         raise
     mlflow_run.end_run()
     return summary

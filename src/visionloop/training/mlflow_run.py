@@ -8,6 +8,7 @@ train.dir/run.json, so a resumed or rerun stage continues the same run.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,57 @@ import numpy as np
 import yaml
 
 from visionloop.artifacts import raw_store, split_table
+from visionloop.artifacts.prepared import PreparedSplit
 from visionloop.config import Config
-from visionloop.tracking import git_state, start_run
+from visionloop.tracking import git_state, run_name, start_run
 from visionloop.training.recipe import Recipe
 
 
-def start_or_resume_run(config: Config, run_id: str | None) -> str:
-    """The run stays active until end_run: every epoch logs into it."""
-    return start_run(config, run_id, run_name="train").info.run_id
+def start_or_resume_run(
+    config: Config, run_id: str | None, name: str | None = None, parent_run_id: str | None = None
+) -> str:
+    """The run stays active until end_run: every epoch logs into it. Named `train <data>`
+    unless the caller (a tune trial) names it."""
+    name = name or run_name("train", data_label(config))
+    return start_run(config, run_id, name, parent_run_id).info.run_id
+
+
+def data_label(config: Config) -> str:
+    """The data a run saw, in a few characters: the project folder and the drops ingested
+    so far (`digits-003`), or the folder alone when there is no drops ledger."""
+    drops, _ = raw_store.read_ledger(config.data.raw_dir)
+    return f"{config.root.name}-{len(drops):03d}" if drops else config.root.name
+
+
+def log_inputs(config: Config, splits: dict[str, PreparedSplit]) -> None:
+    """One MLflow dataset input per split (name, digest, source, row count), so the UI's
+    Dataset column says which images a run trained and was validated on."""
+    import mlflow
+    import pandas as pd
+
+    logged = {d.dataset.digest for d in mlflow.active_run().inputs.dataset_inputs}
+    source = str(split_table.path(config.split.dir))
+    classes = np.asarray(raw_store.read_classes(config.data.raw_dir)[1], dtype=object)
+    for name, split in splits.items():
+        digest = split_digest(split)
+        if digest in logged:  # a resumed run logged it already
+            continue
+        frame = pd.DataFrame({"sha256": list(split.sha256), "label": classes[split.labels]})
+        with warnings.catch_warnings():
+            # MLflow warns that a local path could be two (identical) source kinds.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame, source=source, targets="label", name=data_label(config), digest=digest
+            )
+        mlflow.log_input(dataset, context=name, tags={"images": str(len(split))})
+
+
+def split_digest(split: PreparedSplit) -> str:
+    """The split's content: its images' sha256 and labels, in order (16 hex digits)."""
+    digest = hashlib.sha256()
+    for sha, label in zip(split.sha256, split.labels.tolist(), strict=True):
+        digest.update(f"{sha}:{label}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def end_run(status: str = "FINISHED") -> None:
@@ -144,6 +188,42 @@ def data_version(config: Config) -> dict[str, str]:
     if commit:
         tags["git.commit"] = commit
     return tags
+
+
+PARAMS_FILE = "params.yaml"
+DVC_LOCK = "dvc.lock"
+LINEAGE_DIR = "lineage"
+
+
+def lineage_tags(config: Config) -> dict[str, str]:
+    """What a registered version records so that `visionloop reproduce` can rebuild it:
+    the data version and commit, the seed, hashes of params.yaml and dvc.lock as they were,
+    and the torch build and Python that trained it."""
+    import platform
+
+    import torch
+
+    tags = data_version(config)
+    tags["train.seed"] = str(config.train.seed)
+    for name in (PARAMS_FILE, DVC_LOCK):
+        path = config.root / name
+        if path.exists():
+            tags[f"lineage.{name.replace('.', '_')}_sha256"] = hashlib.sha256(
+                path.read_bytes()
+            ).hexdigest()
+    tags["env.torch"] = torch.__version__
+    tags["env.python"] = platform.python_version()
+    return tags
+
+
+def log_lineage_files(config: Config) -> None:
+    """params.yaml and dvc.lock as they were, into the active run's `lineage/`."""
+    import mlflow
+
+    for name in (PARAMS_FILE, DVC_LOCK):
+        path = config.root / name
+        if path.exists():
+            mlflow.log_artifact(str(path), artifact_path=LINEAGE_DIR)
 
 
 def dvc_lock_md5(root: Path, path: Path) -> str | None:
