@@ -18,7 +18,6 @@ Run from the repo root: `python -m bench.serve [--archs simple_cnn,resnet18] [--
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ import yaml
 
 from tests.digits import write_digits_cache
 from tests.helpers import REPO_PARAMS
-from visionloop.config import Config, load_config
+from visionloop.config import Config, deep_merge, load_config
 
 BATCHES = (1, 64)
 ROUNDS = 5
@@ -273,7 +272,7 @@ def rest_bench(settings: dict, root: Path, bundle_dir: Path, clients: int, reque
     config = load_config(REPO_PARAMS, overrides=settings)
     register_two_versions(config, bundle_dir)
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(merged(yaml.safe_load(REPO_PARAMS.read_text()), settings)))
+    params.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(REPO_PARAMS.read_text()), settings)))
     data = png_bytes(np.array(open_prepared_split(config.prepare.dir, "test").images[0]))
     model = load_model(config, resolve(config, f"models:/{MODEL}@champion"))
     process, url, lines = start_server(params, root)
@@ -322,16 +321,6 @@ def rest_bench(settings: dict, root: Path, bundle_dir: Path, clients: int, reque
     )
     swapped = [line for line in lines if "swapped" in line]
     print(f"  server log: {swapped[-1] if swapped else 'no swap logged'}")
-
-
-def merged(base: dict, extra: dict) -> dict:
-    result = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result
 
 
 def main() -> None:

@@ -580,7 +580,7 @@ def load_config(
     path = Path(path)
     raw = _read_yaml(path)
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = deep_merge(raw, overrides)
     root = path.resolve().parent
     try:
         return Config.model_validate({**raw, "root": root}, context={"root": root})
@@ -612,11 +612,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, nested mappings merged key by key (a copy)."""
     merged = copy.deepcopy(dict(base))
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

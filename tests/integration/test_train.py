@@ -19,7 +19,7 @@ import yaml
 from tests.digits import write_digits_cache
 from tests.helpers import REPO_PARAMS, run_cli
 from visionloop.artifacts.prepared import open_prepared_split
-from visionloop.config import _deep_merge, load_config
+from visionloop.config import deep_merge, load_config
 from visionloop.errors import VisionloopError
 from visionloop.models.classifier import load_bundle
 from visionloop.pipeline.stages import STAGES
@@ -54,12 +54,12 @@ def write_params(folder: Path, cache: dict[str, Path], **train) -> Path:
         "train": {
             "dir": str(folder / "candidate"),
             "checkpoint_dir": str(folder / "checkpoints"),
-            **_deep_merge(TINY, train),
+            **deep_merge(TINY, train),
         },
     }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(_deep_merge(raw, overrides)))
+    path.write_text(yaml.safe_dump(deep_merge(raw, overrides)))
     return path
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from visionloop.atomic import write_text_atomic
-from visionloop.config import Config, SpaceParam, _deep_merge
+from visionloop.config import Config, SpaceParam, deep_merge
 from visionloop.errors import ConfigError
 
 
@@ -70,7 +70,7 @@ def nested(values: dict[str, Any]) -> dict[str, Any]:
 def with_values(config: Config, values: dict[str, Any], extra: dict[str, Any]) -> Config:
     """The config with a trial's values (and `extra` overrides) on top, validated again."""
     raw = config.model_dump(mode="json")
-    merged = _deep_merge(_deep_merge(raw, nested(values)), extra)
+    merged = deep_merge(deep_merge(raw, nested(values)), extra)
     try:
         return Config.model_validate({**merged, "root": config.root}, context={"root": config.root})
     except ValueError as exc:

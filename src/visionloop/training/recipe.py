@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import median
 from typing import Any
 
-from visionloop.config import Config, TrainConfig
+from visionloop.config import Config, TrainConfig, deep_merge
 
 AUTO = "auto"
 # Source modes stored as grey (manifest `mode`), before visionloop.images made them RGB.
@@ -176,7 +176,7 @@ class Recipe:
                 node = node.setdefault(part, {})
             node[path[-1]] = choice.value
         return TrainConfig.model_validate(
-            _merge(train.model_dump(), nested), context={"root": None}
+            deep_merge(train.model_dump(), nested), context={"root": None}
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -326,16 +326,6 @@ def balance_rule(facts: DataFacts) -> tuple[str, str]:
 
 def _round_up(value: int, step: int) -> int:
     return step * math.ceil(value / step)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _jsonable(value: Any) -> Any:

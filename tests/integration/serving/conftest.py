@@ -9,7 +9,6 @@ train split. Tests that move aliases work on `registry_copy` (its own SQLite fil
 
 from __future__ import annotations
 
-import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from tests.helpers import REPO_PARAMS
 from tests.integration.gate.conftest import path_overrides
 from tests.integration.gate.trained import TEST_SIZE, digits_rgb
 from visionloop.artifacts.prepared import write_prepared_split
-from visionloop.config import Config, load_config
+from visionloop.config import Config, deep_merge, load_config
 
 # Small limits, so that every refusal is cheap to provoke; a short poll for the swap tests.
 SERVING = {
@@ -36,16 +35,6 @@ SERVING = {
 }
 
 
-def merged(base: dict, extra: dict) -> dict:
-    result = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result
-
-
 def overrides(root: Path, db_root: Path | None = None) -> dict:
     """The gate tests' paths under root (the MLflow database under db_root), serving's too."""
     db_root = db_root or root
@@ -53,7 +42,7 @@ def overrides(root: Path, db_root: Path | None = None) -> dict:
     paths["registry"].update(
         {"tracking_uri": f"sqlite:///{db_root}/mlflow.db", "dir": str(db_root / "registry")}
     )
-    return merged(
+    return deep_merge(
         paths,
         {
             "serving": {
@@ -80,7 +69,7 @@ class Registry:
 
 
 def write_params(path: Path, settings: dict) -> Path:
-    path.write_text(yaml.safe_dump(merged(yaml.safe_load(REPO_PARAMS.read_text()), settings)))
+    path.write_text(yaml.safe_dump(deep_merge(yaml.safe_load(REPO_PARAMS.read_text()), settings)))
     return path
 
 
@@ -119,7 +108,7 @@ def registry_copy(served_registry, tmp_path) -> Registry:
     shutil.copy(served_registry.root / "mlflow.db", tmp_path / "mlflow.db")
     shutil.copytree(served_registry.root / "registry", tmp_path / "registry")
     # keep_images off here: the log is then written on the event loop (the default path).
-    settings = merged(
+    settings = deep_merge(
         overrides(served_registry.root, db_root=tmp_path), {"serving": {"keep_images": False}}
     )
     config = load_config(REPO_PARAMS, overrides=settings)
