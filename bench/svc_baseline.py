@@ -39,10 +39,14 @@ def same_split_svc(project: Path) -> dict[str, float | int]:
 
     rows = [row for row in read_split(project / "data" / "splits") if row.split != "excluded"]
     raw = project / "data" / "raw"
-    paths = raw_store.locate_images(raw, [row.sha256 for row in rows])
+    members = raw_store.stored_members(raw, [row.sha256 for row in rows])
+    stored = {  # each image's bytes, read from its drop's shard
+        member.sha256: data
+        for member, data in raw_store.read_members(raw, raw_store.reading_order(members.values()))
+    }
     with ThreadPoolExecutor(4) as pool:
         images = np.stack(
-            list(pool.map(lambda r: load_for_model(paths[r.sha256], SIDE, "stretch"), rows))
+            list(pool.map(lambda r: load_for_model(stored[r.sha256], SIDE, "stretch"), rows))
         )
     labels = np.array([row.label for row in rows])
     fit = np.array([row.split in ("train", "val") for row in rows])

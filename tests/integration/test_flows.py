@@ -27,6 +27,7 @@ import yaml
 from tests.helpers import REPO_ROOT
 from tests.project import Repo, make_repo
 from visionloop.config import load_config
+from visionloop.data.demo import write_demo_drops
 from visionloop.errors import VisionloopError
 from visionloop.pipeline import reports
 from visionloop.promotion.registry import list_versions
@@ -217,8 +218,14 @@ def test_serve_runs_one_watcher_and_one_signal_stops_it_quickly_and_quietly(tmp_
     )
     api = f"http://127.0.0.1:{port}/api"
     try:
-        names = wait_for(api, "/deployments/filter", lambda found: len(found) >= 3, 180)
-        assert sorted(d["name"] for d in names) == ["nightly", "on-drop", "watcher"]
+        # all four served before the signal (one still being registered slowed the stop)
+        names = wait_for(api, "/deployments/filter", lambda found: len(found) >= 4, 180)
+        assert sorted(d["name"] for d in names) == [
+            "nightly",
+            "on-drop",
+            "prediction-log",
+            "watcher",
+        ]
         running = wait_for(api, "/flow_runs/filter", has_running_run, 120, WATCHER_RUNS)
         time.sleep(3)  # the watcher has looked a few times by now: still one run
         assert [r["state_type"] for r in post(api, "/flow_runs/filter", WATCHER_RUNS)] == [
@@ -310,7 +317,7 @@ def test_notifications_become_automations_on_the_configured_block(tmp_path, harn
         ensure_notifications(missing)
 
 
-def test_a_drop_held_for_its_labels_ends_the_run_before_training(project):
+def test_a_drop_held_for_its_labels_ends_the_run_before_training(project, tmp_path):
     """label_issues: hold; an inverted drop with a fifth of its labels moved: drift alert
     and suspected mislabels are in the intake report, the run fails, the champion stays."""
     from PIL import Image, ImageOps
@@ -322,7 +329,9 @@ def test_a_drop_held_for_its_labels_ends_the_run_before_training(project):
     hold_params = project.path / "params-hold.yaml"
     hold_params.write_text(yaml.safe_dump(params, sort_keys=False))
     before, held_champion = versions(project), champion(project)
-    source = project.path / "held" / "digits-003"
+    # its own copy of the third demo drop: another test of this module takes the held one
+    write_demo_drops(tmp_path, load_config(project.path / "params.yaml").data.demo)
+    source = tmp_path / "digits-003"
     drop = project.path / "data" / "incoming" / "odd-003"
     files = sorted(source.rglob("*.png"))
     for index, path in enumerate(files):

@@ -56,8 +56,9 @@ def test_a_registered_version_is_rebuilt_bit_identical_and_lost_lineage_is_one_l
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{repo.path}/mlruns/mlflow.db")
-    client = mlflow.MlflowClient()
+    # both URIs given: an earlier test in this process may have set a registry URI globally
+    store = f"sqlite:///{repo.path}/mlruns/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     model_version = client.get_model_version("visionloop-classifier", version)
     assert {"lineage.params_yaml_sha256", "lineage.dvc_lock_sha256", "env.torch"} <= set(
         model_version.tags

@@ -226,7 +226,7 @@ def finished(stack: Stack, deployment_id: str, count: int) -> list[dict] | None:
 def test_up_starts_every_part_on_loopback_and_status_says_so(stack):
     for part in ("postgres", "mlflow", "prefect", "worker"):
         assert f"{part}: started" in stack.up_output, stack.up_output
-    assert "prefect: deployed nightly, on-drop, watcher" in stack.up_output
+    assert "prefect: deployed nightly, on-drop, prediction-log, watcher" in stack.up_output
     assert "started a run of watcher (always on)" in stack.up_output
     status = stack.cli("stack", "status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr

@@ -49,6 +49,9 @@ def build_state(config: Config, model: LoadedModel, uri: str, runtime: str | Non
     )
 
 
+LISTEN_BACKLOG = 2048  # uvicorn's own default
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=TCP: asyncio sets TCP_NODELAY only on sockets that say so; without it, Nagle's
@@ -57,6 +60,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # listening before the address is printed: a client that connects at once waits in
+        # the backlog until uvicorn accepts, instead of being refused
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise VisionloopError(
