@@ -12,11 +12,11 @@ import onnxruntime
 import pytest
 
 from tests.helpers import REPO_PARAMS
-from tests.integration.serving.conftest import merged, overrides
+from tests.integration.serving.conftest import overrides
 from tests.integration.serving.support import MODEL
 from visionloop.artifacts import exports
 from visionloop.artifacts.exports import report_from_tags
-from visionloop.config import load_config
+from visionloop.config import deep_merge, load_config
 from visionloop.errors import VisionloopError
 from visionloop.promotion.registry import registry_client
 from visionloop.serving.export import MAX_IR_VERSION, build_exports
@@ -55,7 +55,7 @@ def test_both_exports_load_take_any_batch_and_agree_with_torch(served_registry, 
 
 def test_int8_is_refused_when_its_top1_drop_is_above_the_limit(served_registry, tmp_path):
     # Calibrated on a single image, the weak model's int8 loses 2.3 points on the test split.
-    settings = merged(
+    settings = deep_merge(
         overrides(served_registry.root), {"serving": {"export": {"calibration_images": 1}}}
     )
     config = load_config(REPO_PARAMS, overrides=settings)
