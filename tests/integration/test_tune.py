@@ -125,7 +125,9 @@ def _trials(storage: Path) -> list:
 
 @pytest.mark.slow
 def test_a_killed_study_resumes_where_it_stopped(tmp_path, cache):
-    params = tune_params(tmp_path, cache, prune_after_trials=10)
+    # trials long enough to be caught running: with 3 epochs an idle machine finished the
+    # second trial between two looks, and the study ended before it could be killed
+    params = tune_params(tmp_path, cache, prune_after_trials=10, epochs=12)
     storage = tmp_path / "optuna.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "visionloop", "--params", str(params), "tune", "--trials", "3"],
@@ -140,7 +142,7 @@ def test_a_killed_study_resumes_where_it_stopped(tmp_path, cache):
             running = [t for t in trials if t.state.name == "RUNNING" and "worker" in t.user_attrs]
             if any(t.state.name == "COMPLETE" for t in trials) and running:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("the study never reached its second trial")
     finally:
