@@ -4,7 +4,8 @@
    decoding every image every epoch;
 2. stage: one epoch of visionloop's train stage (`engine.Session.run_epoch`, default params:
    batches from the prepared cache, augmentation, AdamW, schedule, validation);
-3. compute: forward + backward + optimizer step on tensors already in memory.
+3. compute: forward + backward + optimiser step on tensors already in memory, with the
+   stage's model and optimiser (the same fused kernels) and nothing else.
 
 The three run interleaved, one epoch each in turn, so that load from other processes falls
 on all of them alike; img/s are medians over epochs (training time only, evaluation
@@ -27,13 +28,14 @@ from PIL import Image
 from tests.digits import digits_rgb, stratified_split, write_digits_cache
 from tests.helpers import REPO_PARAMS
 from visionloop.artifacts.prepared import open_prepared_split, write_prepared_split
-from visionloop.config import load_config
+from visionloop.config import TrainConfig, load_config
 from visionloop.models.zoo import build_model
 from visionloop.progress import Progress
 from visionloop.training.engine import Session
+from visionloop.training.optim import build_optimizer
 from visionloop.training.runtime import Runtime
 
-BATCH = 64
+BATCH = 64  # the seed loop's
 
 
 class NaiveLoop:
@@ -66,16 +68,18 @@ class NaiveLoop:
 
 
 class ComputeLimit:
-    """Forward + backward + AdamW step on normalised tensors already in memory."""
+    """Forward + backward + optimiser step on normalised tensors already in memory, with the
+    stage's own model and optimiser (the same kernels), and nothing else."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, channels_last: bool):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, size: int, cfg: TrainConfig):
         torch.manual_seed(0)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = build_model("simple_cnn", 10, size).to(memory_format=memory_format)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = build_model(cfg.model, 10, size).to(memory_format=memory_format)
+        self.optimizer = build_optimizer(self.model, cfg)
         x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.3) / 0.4
         x = x.contiguous(memory_format=memory_format)
-        self.batches = list(zip(x.split(BATCH), torch.from_numpy(labels).split(BATCH), strict=True))
+        batch = cfg.batch_size  # the stage's (the recipe's), which the naive loop does not share
+        self.batches = list(zip(x.split(batch), torch.from_numpy(labels).split(batch), strict=True))
         self.count = len(labels)
 
     def epoch(self) -> float:
@@ -151,7 +155,7 @@ def main() -> None:
             write_image_folder(root / "png", train_x, train_y), (test_x, test_y), args.size
         )
         stage = stage_session(root / "stage", paths["prepared_dir"], paths["raw_dir"])
-        compute = ComputeLimit(train_x, train_y, args.size, stage.cfg.channels_last)
+        compute = ComputeLimit(train_x, train_y, args.size, stage.cfg)
         naive_rows, stage_rows, compute_speeds = [], [], []
         with Progress("off") as quiet:
             for _ in range(args.epochs):

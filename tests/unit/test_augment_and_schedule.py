@@ -45,6 +45,42 @@ def test_crops_differ_per_image_and_keep_the_shape():
     assert len({round(float(o.sum()), 3) for o in out}) == 8
 
 
+def test_crops_sample_where_torchvisions_affine_grid_would():
+    """The separable grid is F.affine_grid's for a scale + shift + mirror, pixel for pixel."""
+    import torch.nn.functional as F
+
+    x = torch.rand(6, 3, 12, 10)
+    torch.manual_seed(1)
+    ours = random_resized_crop(x, (0.3, 1.0), (0.75, 1.33), hflip=True)
+    torch.manual_seed(1)  # the same draws, in the same order, for the reference
+    n, options = 6, {"dtype": x.dtype}
+    area = torch.empty(n, **options).uniform_(0.3, 1.0)
+    aspect = torch.empty(n, **options).uniform_(np.log(0.75), np.log(1.33)).exp()
+    width, height = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    centre_x = (torch.rand(n) * 2 - 1) * (1 - width)
+    centre_y = (torch.rand(n) * 2 - 1) * (1 - height)
+    width = torch.where(torch.rand(n) < 0.5, -width, width)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = (
+        width,
+        centre_x,
+        height,
+        centre_y,
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    reference = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_train_batches_are_normalised_as_prediction_normalises():
+    config = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=False, policy="none")
+    augment = Augment(config, MEAN, STD, 10, torch.device("cpu"), channels_last=True)
+    images = torch.randint(0, 256, (5, 3, 9, 9), dtype=torch.uint8)
+    inputs, _ = augment.train_batch(images, torch.arange(5))
+    assert inputs.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(inputs, augment.normalise(images), atol=1e-5)
+
+
 def test_mixup_gives_soft_targets_and_policies_run_on_uint8():
     config = AugmentConfig(**{**AUGMENT, "policy": "trivialaugment"}, mixup_alpha=0.2)
     augment = Augment(config, MEAN, STD, 10, torch.device("cpu"))
