@@ -93,9 +93,12 @@ def test_first_drop_made_a_champion_and_dvc_is_clean(project):
     assert pushed.is_dir() and any(pushed.rglob("*"))
     report = latest_artifact("pipeline-report")
     assert "| train | ran |" in report and "MLflow run" in report and "top1" in report
+    assert re.search(r"^\| train \| ran \| [\d.]+ \| [\d.]+ \|$", report, flags=re.M), report
 
 
 def test_a_later_drop_registers_a_new_version_with_a_verdict(project):
+    from flows.demo import task_seconds
+
     before = versions(project)
     state = retrain_now(project, "digits-002")
     assert state.is_completed(), state.message
@@ -114,6 +117,12 @@ def test_a_later_drop_registers_a_new_version_with_a_verdict(project):
     assert re.search(r"^gate: (passed|failed): ", block, flags=re.M) and "registry: " in block
     assert re.search(r"^  (pass|FAIL)  ", block, flags=re.M), block  # one line per gate rule
     assert "reports/validation/index.html" in block and "reports/evaluate/report.html" in block
+    # the time of each part, as `flows demo` and bench/stack.py split it: Prefect's task runs
+    summary = state.result()
+    assert summary["dvc_seconds"] > 0 and summary["stage_seconds"] > 0
+    tasks = task_seconds(state.state_details.flow_run_id)
+    assert {"ingest_with_checks", "reproduce_stage", "register_and_promote", "push"} <= set(tasks)
+    assert tasks["reproduce_stage"] >= summary["stage_seconds"] + summary["dvc_seconds"]
     # the flow lent the library's logger to Prefect only while it ran
     assert logging.getLogger("visionloop").handlers == []
 
