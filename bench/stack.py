@@ -1,6 +1,6 @@
 """Orchestration overhead of a retrain: the embedded default against `visionloop stack`.
 
-    python bench/stack.py            # about 10 minutes on 2 cores
+    python bench/stack.py            # about 12 minutes on 2 shared cores
     python bench/stack.py --keep /tmp/bench-stack
 
 Builds two identical projects (git + DVC, the project's code, flows/, tasks/, prefect.yaml)
