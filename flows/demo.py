@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+
 from flows.retrain import retrain
 from visionloop.artifacts.verdict import VERDICT_MD
 from visionloop.config import Config
@@ -37,8 +40,11 @@ def tell_story(config: Config, params_path: Path, echo: Callable[[str], None]) -
         if not state.is_completed():
             echo(f"retrain: {state.name}: {state.message}")
             return False
-        echo("\n".join(reports.summary_block(config, state.result())))
-        echo(_overhead_line(state.result(), wall))
+        summary = state.result()
+        echo("\n".join(reports.summary_block(config, summary)))
+        tasks = task_seconds(state.state_details.flow_run_id)
+        parts = reports.time_parts(wall, summary["stage_seconds"], summary["dvc_seconds"], tasks)
+        echo(reports.time_line(wall, parts))
         _print_versions(config, echo)
     _print_where_to_look(config, echo)
     return True
@@ -53,13 +59,21 @@ def _land(source: Path, target: Path) -> None:
     (target / "READY").write_text("")  # complete: no need to wait for it to settle
 
 
-def _overhead_line(summary: dict, wall: float) -> str:
-    stages = summary["stage_seconds"]
-    overhead = wall - stages
-    return (
-        f"time: {wall:.1f} s in all, {stages:.1f} s in the stages, {overhead:.1f} s of "
-        f"orchestration, ingest and tracking ({overhead / wall:.0%})"
-    )
+def task_seconds(flow_run_id) -> dict[str, float]:
+    """Seconds the task runs of a flow run and of its subflows spent Running, by the task's
+    function (a task key is `<function>-<hash>`): Prefect's own record of each task."""
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]})
+        )
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id, *(c.id for c in children)]})
+        )
+    seconds: dict[str, float] = {}
+    for run in runs:
+        function = run.task_key.rsplit("-", 1)[0]
+        seconds[function] = seconds.get(function, 0.0) + run.total_run_time.total_seconds()
+    return seconds
 
 
 def _print_versions(config: Config, echo: Callable[[str], None]) -> None:

@@ -94,12 +94,32 @@ def serve_deployments(deployments: list) -> None:
     # that does not block it takes delivery): the runner then cancels its runs itself.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        asyncio.run(runner.start())
+        asyncio.run(_serve_until_stopped(runner))
     except (KeyboardInterrupt, TerminationSignal):
         pass
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _flush_logs_and_events()
+
+
+async def _serve_until_stopped(runner) -> None:
+    """The runner until Ctrl-C or SIGTERM; both take the runner's own stop (cancel its runs
+    with a grace period, then pause the deployments)."""
+    # A loop signal handler, not asyncio.run's Ctrl-C handling, for two reasons. Delivered
+    # to another thread (it is blocked in this one), SIGINT only set a flag, and the loop,
+    # asleep in epoll until its next timer (the runner polls every 10 s), saw it up to 10 s
+    # late; a loop handler also writes to the loop's wake-up pipe, from any thread. And
+    # asyncio.run's Ctrl-C cancelled the runner's task, whose clean-up terminated the
+    # watcher's process and waited for it with no time limit.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, _stop, runner)
+    await runner.start()
+
+
+def _stop(runner) -> None:
+    if runner.stopping or not runner.started:
+        raise KeyboardInterrupt  # a second Ctrl-C, or one before the runner has started
+    runner.stopping = True
+    runner.execute_in_background(runner.astop)
 
 
 def _restart_always_on(deployment_id) -> None:

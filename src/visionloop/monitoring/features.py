@@ -10,12 +10,14 @@ and the images compared with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from visionloop.models.classifier import Classifier
-from visionloop.models.zoo import head_name
+if TYPE_CHECKING:
+    import torch
+
+    from visionloop.models.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,17 @@ class Seen:
 
 
 def head_module(classifier: Classifier) -> torch.nn.Module:
+    from visionloop.models.zoo import head_name
+
     return classifier.module.get_submodule(head_name(classifier.meta.arch))
 
 
 def embed(classifier: Classifier, images: np.ndarray, batch_size: int = 256) -> Seen:
     """uint8 (N, H, W, 3) at the bundle's size -> embeddings and probabilities."""
+    # torch here, not with the module: the flows import this one (through the drop checks),
+    # and its 2-3 s delayed every flow-run process, the watcher's and monitor's included.
+    import torch
+
     captured: list[torch.Tensor] = []
 
     def keep_input(_module, inputs):

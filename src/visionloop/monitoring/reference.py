@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,9 +13,11 @@ from visionloop.artifacts.prepared import open_prepared_split
 from visionloop.config import Config
 from visionloop.errors import VisionloopError
 from visionloop.images import fit_batch
-from visionloop.models.classifier import Classifier
 from visionloop.monitoring.drift import subsample
 from visionloop.monitoring.features import Seen, embed
+
+if TYPE_CHECKING:  # torch comes with it: imported where a model is loaded (features.embed)
+    from visionloop.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
 

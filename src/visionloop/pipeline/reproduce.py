@@ -25,6 +25,7 @@ class StageOutcome:
     seconds: float  # the stage function's own time; 0 when skipped
     summary: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    dvc_seconds: float = 0.0  # DVC's status before, and commit after: the bookkeeping
 
 
 def pipeline_order() -> list[str]:
@@ -33,15 +34,32 @@ def pipeline_order() -> list[str]:
 
 def reproduce_stage(config: Config, name: str) -> StageOutcome:
     """Run stage `name` if DVC says it changed (always outside DVC), then record it."""
+    started = time.perf_counter()
     changes = _dvc_changes(config.root, name)
+    dvc_seconds = time.perf_counter() - started
     if changes == {}:
-        return StageOutcome(name, ran=False, seconds=0.0, reason="unchanged, as dvc repro sees it")
+        return StageOutcome(
+            name,
+            ran=False,
+            seconds=0.0,
+            reason="unchanged, as dvc repro sees it",
+            dvc_seconds=dvc_seconds,
+        )
     started = time.perf_counter()
     summary = run_stage(name, config)
     seconds = time.perf_counter() - started
     if changes is not None:
+        started = time.perf_counter()
         _dvc_commit(config.root, name)
-    return StageOutcome(name, ran=True, seconds=seconds, summary=summary, reason=_why(changes))
+        dvc_seconds += time.perf_counter() - started
+    return StageOutcome(
+        name,
+        ran=True,
+        seconds=seconds,
+        summary=summary,
+        reason=_why(changes),
+        dvc_seconds=dvc_seconds,
+    )
 
 
 def _dvc_changes(root: Path, name: str) -> dict[str, Any] | None:
