@@ -205,7 +205,7 @@ class AugmentConfig(Section):
     crop_scale: tuple[float, float] | Auto = "auto"
     crop_ratio: tuple[float, float] | Auto = "auto"  # and its aspect ratio range
     hflip: bool | Auto = "auto"  # only for classes that look the same mirrored (not digits)
-    # photometric (and for the last two, geometric) policy; auto: colorjitter for photos
+    # photometric (and for the last two, geometric) policy; auto: none (crops and flips only)
     policy: Literal["auto", "none", "colorjitter", "trivialaugment", "randaugment"] = "auto"
     mixup_alpha: float = Field(0.0, ge=0)  # 0 turns mixup off
     cutmix_alpha: float = Field(0.0, ge=0)  # 0 turns cutmix off
@@ -241,7 +241,8 @@ class TrainConfig(Section):
     # fine-tuning pretrained weights, else 1.
     backbone_lr_scale: Annotated[float, Field(gt=0, le=1)] | Auto = "auto"
     epochs: Annotated[int, Field(ge=1)] | Auto = "auto"  # at most; auto: from optimiser steps
-    batch_size: int = Field(64, ge=1)  # per process
+    # per process; auto: 32 for small sets (more steps per epoch), else 64
+    batch_size: Annotated[int, Field(ge=1)] | Auto = "auto"
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

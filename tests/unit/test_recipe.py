@@ -38,26 +38,30 @@ def test_digits_get_the_glyph_recipe_the_quality_test_was_tuned_on():
     assert chosen["train.augment.hflip"] is False and chosen["train.augment.policy"] == "none"
     assert chosen["train.augment.crop_scale"] == (0.8, 1.0)
     assert chosen["train.augment.crop_ratio"] == (0.9, 1.1)
-    assert chosen["train.label_smoothing"] == 0.0 and chosen["train.ema_decay"] == 0.975
+    assert chosen["train.batch_size"] == 32  # 40 steps an epoch, not 20
+    assert chosen["train.label_smoothing"] == 0.0 and chosen["train.ema_decay"] == 0.9875
     assert chosen["train.class_balance"] == "none" and chosen["train.tta"] == "none"
 
 
-def test_photos_get_flips_a_photometric_policy_regularisation_and_a_residual_network():
+def test_photos_get_flips_wide_crops_a_weight_average_and_a_residual_network():
     chosen = values(PHOTOS)
     assert chosen["prepare.image_size"] == 64 and chosen["train.model"] == "small_resnet"
     assert chosen["train.augment.hflip"] is True and chosen["train.tta"] == "flip"
-    assert chosen["train.augment.policy"] == "colorjitter"
+    # colour jitter cost trashnet-sub 17 points of test top-1 at a CPU budget (training.md)
+    assert chosen["train.augment.policy"] == "none"
     assert chosen["train.augment.crop_scale"][0] < 0.5  # wide crops: objects at many scales
     assert chosen["train.label_smoothing"] > 0 and 0.9 < chosen["train.ema_decay"] < 1
     assert chosen["train.class_balance"] == "weighted_loss"  # 300 vs 79: 3.8x
-    # about 1,500 optimiser steps at 17 a batch of 64: more epochs than the digits get
-    assert chosen["train.epochs"] == 89 and chosen["train.early_stopping.patience"] == 29
+    # about 4,500 optimiser steps at 34 an epoch (batches of 32): more epochs than digits get
+    assert chosen["train.batch_size"] == 32
+    assert chosen["train.epochs"] == 133 and chosen["train.early_stopping.patience"] == 44
 
 
 def test_small_photos_keep_their_own_size_and_big_sets_fewer_epochs():
     tiny = DataFacts(10, (5000,) * 10, 10000, short_side=32, grey_share=0.0)  # CIFAR-like
     chosen = values(tiny)
     assert chosen["prepare.image_size"] == 32 and chosen["train.model"] == "small_resnet"
+    assert chosen["train.batch_size"] == 64  # a large set: steps are plenty
     assert chosen["train.epochs"] == 30  # the lower bound: 782 steps per epoch already
     assert values(DataFacts(2, (200, 200), 80, 1800, 0.0))["train.epochs"] == 150  # upper
 
