@@ -1,7 +1,7 @@
 """Real photos through the user's path (bench/photos.py: data ingest + dvc repro, from
 scratch) on a subset of the shared trashnet-sub set, with a reduced budget: the photo recipe
 is chosen and the model clears the majority-class rate. How far above the same-split SVC
-the full set gets is measured, not asserted (docs/training.md: +0.145 over the grey SVC).
+the full set gets is measured, not asserted (docs/training.md: +0.246 over the grey SVC).
 Skipped where the set is absent (CI may not have it)."""
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ def test_a_photo_subset_through_the_users_path_gets_the_photo_recipe_and_a_champ
     recipe = {key: choice["value"] for key, choice in result["recipe"]["choices"].items()}
     assert result["recipe"]["kind"] == "photos" and recipe["train.augment.hflip"] is True
     assert recipe["train.tta"] == "flip" and recipe["train.model"] == "small_resnet"
+    assert recipe["train.augment.policy"] == "none" and recipe["train.batch_size"] == 32
     test, gate = result["test"], result["gate"]
-    # 24 epochs on 252 photos measured 0.41 against the grey SVC's 0.39: far from the full
-    # set's margin, so only what must hold at any budget is asserted here
+    # 24 epochs on 252 photos (54 test images) leave a small, noisy margin over the SVC
+    # (0.41 against 0.39 with the previous recipe), so only what must hold at any budget
+    # is asserted here
     assert test["top1"] > gate["baselines"]["majority"], (test, gate)
     assert gate["mode"] == "first_model" and "same_split_baseline" in result
