@@ -35,6 +35,7 @@ import io
 import re
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
 import numpy as np
@@ -52,6 +53,9 @@ RUNTIME_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pillow", "pydantic", 
 DEFAULT_TOP_K = 5
 DIGEST_SETTING = "bundle_sha256"  # in model_config: the bundle's digest at registration
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+if TYPE_CHECKING:
+    from visionloop.config import RegistryConfig
 
 
 class BundlePyfuncModel(mlflow.pyfunc.PythonModel):
@@ -261,20 +265,40 @@ def log_bundle_model(bundle_dir: Path, example_image: np.ndarray, settings: dict
     )
 
 
-def download_checked(name: str, version: str, expected: str | None, target: Path):
-    """Download registered version `version` into target; (model folder, bundle folder,
-    digest) once the bundle's files hash to `expected` (its `bundle_sha256` tag), else
-    BundleDamaged. Gate, promote, rollback, predict and serve all go through here."""
-    import mlflow.artifacts
-    from mlflow.models import Model
+def download_checked(
+    registry: RegistryConfig, name: str, version: str, expected: str | None, fresh: bool = False
+) -> tuple[Path, Path, str]:
+    """(model folder, bundle folder, digest) of registered version `version` once the bundle's
+    files hash to `expected` (its `bundle_sha256` tag), else BundleDamaged. Gate, promote,
+    rollback, predict and serve all go through here.
+
+    The copy kept on this machine (`registry`: the RegistryConfig naming the folder and how
+    many versions it keeps; promotion.version_cache) is used when it passes that check, else
+    downloaded again; `fresh` also checks the registry's own copy (before an alias moves)."""
+    import mlflow
 
     from visionloop.artifacts.bundle import verify_bundle
+    from visionloop.promotion import version_cache
 
-    folder = Path(
+    def fill(folder: Path) -> None:
+        import mlflow.artifacts
+
         mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
         )
-    )
-    artifacts = Model.load(folder).flavors["python_function"].get("artifacts", {})
-    bundle_dir = folder / artifacts[BUNDLE_ARTIFACT]["path"]
-    return folder, bundle_dir, verify_bundle(bundle_dir, expected, f"{name} v{version}")
+
+    def check(folder: Path) -> tuple[Path, Path, str]:
+        bundle_dir = folder / bundle_path(folder)
+        return folder, bundle_dir, verify_bundle(bundle_dir, expected, f"{name} v{version}")
+
+    key = version_cache.entry_name(mlflow.get_registry_uri(), name, version, expected)
+    cache, keep = registry.cache_folder, registry.cache_versions
+    return version_cache.checked(cache, keep, key, fill, check, fresh)
+
+
+def bundle_path(model_folder: Path) -> str:
+    """Where an MLflow model folder of this format keeps the bundle, relative to it."""
+    from mlflow.models import Model
+
+    artifacts = Model.load(model_folder).flavors["python_function"].get("artifacts", {})
+    return artifacts[BUNDLE_ARTIFACT]["path"]
