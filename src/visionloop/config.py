@@ -322,6 +322,12 @@ class RegistryConfig(Section):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_dir: ProjectPath = Path("mlruns/artifacts")
     dir: ProjectPath = Path("models/registry")  # audit.jsonl: every alias move
+    # Registered versions downloaded once and reused, each checked against its bundle_sha256
+    # tag on every use (promotion.version_cache); None: <dir>/cache.
+    cache_dir: ProjectPath | None = None
+    # Versions kept there, the most recently used: the champion, the one before it (rollback),
+    # the candidate being promoted and one more (a version predicted with by hand).
+    cache_versions: int = Field(4, ge=1)
     # dvc repro's gate stage also registers and promotes; off, those are CLI/flow actions.
     act_in_pipeline: bool = False
     # A tracking server's /health must answer within this (s) before any tracking or
@@ -332,6 +338,10 @@ class RegistryConfig(Section):
     # mid-command into minutes of silence.
     http_max_retries: int = Field(2, ge=0)
     http_timeout_seconds: int = Field(30, ge=1)
+
+    @property
+    def cache_folder(self) -> Path:
+        return self.cache_dir or self.dir / "cache"
 
 
 class FlowsConfig(Section):

@@ -25,8 +25,7 @@ def exclusive(
     lock_path: Path, what: str, error: type[AlreadyRunning] = AlreadyRunning
 ) -> Iterator[None]:
     """Hold the lock on lock_path for the block, or raise `error` at once, naming the holder."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(lock_path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -43,3 +42,20 @@ def exclusive(
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def waiting(lock_path: Path) -> Iterator[None]:
+    """Hold the lock on lock_path for the block, waiting while another process holds it (for
+    short work that a second process should wait for rather than skip or repeat)."""
+    fd = open_lock_file(lock_path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_lock_file(lock_path: Path) -> int:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

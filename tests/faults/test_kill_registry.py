@@ -55,9 +55,6 @@ def invariants(project, smoke: bool):
     it as MLflow users do and sends it images."""
 
     def action():
-        import tempfile
-        from pathlib import Path
-
         from visionloop.promotion.pyfunc import download_checked
         from visionloop.promotion.registry import (
             CHAMPION,
@@ -70,6 +67,7 @@ def invariants(project, smoke: bool):
             smoke_test,
             version_of,
         )
+        from visionloop.promotion.version_cache import hidden_folders
 
         config = project.config
         client = registry_client(config)
@@ -85,8 +83,10 @@ def invariants(project, smoke: bool):
         version = version_of(champion)
         assert champion.tags.get("gate") == "passed", champion.tags
         assert champion_history(client, name)[-1] == version, "audit diverged"
-        with tempfile.TemporaryDirectory() as folder:  # intact: hashes to bundle_sha256
-            download_checked(name, version, champion.tags.get(DIGEST_TAG), Path(folder))
+        # Intact where the registry keeps it (fresh: not only this machine's copy).
+        download_checked(config.registry, name, version, champion.tags.get(DIGEST_TAG), True)
+        cache = config.registry.cache_folder
+        assert not hidden_folders(cache), "a killed download's staging folder was left behind"
         if smoke:
             smoke_test(config, version)  # loads as MLflow users do, answers sanely
         return {"champion": version, "versions": len(versions), "entries": entries}

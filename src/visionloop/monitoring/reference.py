@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -76,13 +75,9 @@ def watched_from(config: Config, uri: str | None) -> Watched:
             raise VisionloopError(
                 f"{exc}; train and promote a model first, or pass --model URI|bundle-folder"
             ) from None
-    import tempfile
-
     from visionloop.models.classifier import load_bundle
     from visionloop.serving.source import local_bundle, resolve
 
     ref = resolve(config, uri)
-    with tempfile.TemporaryDirectory(prefix="visionloop-model-") as folder:
-        bundle_dir, _ = local_bundle(ref, Path(folder))
-        classifier = load_bundle(bundle_dir)
-    return Watched(classifier, ref.version or "local")  # as serving logs a bundle folder
+    bundle_dir, _ = local_bundle(config, ref)
+    return Watched(load_bundle(bundle_dir), ref.version or "local")  # as serving logs a folder

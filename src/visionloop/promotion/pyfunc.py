@@ -23,8 +23,9 @@ loading checks the bundle's files against it (`load_context`), and `download_che
 checks a downloaded version against its registry tag before anything loads it.
 
 The model is logged "from code" (MLflow's models-from-code: a Python file, not a pickle),
-and the visionloop package travels with it as code, so loading needs no pickle and no
-visionloop install, only the pip requirements recorded with the model.
+and the visionloop package travels with it as code (one zip, `code/visionloop.zip`, which
+the entry file puts on sys.path), so loading needs no pickle and no visionloop install, only
+the pip requirements recorded with the model.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import io
 import re
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow.pyfunc
 import numpy as np
@@ -47,11 +49,16 @@ OUTPUT_COLUMNS = ("label", "confidence", "top_k", "probabilities")
 BUNDLE_ARTIFACT = "bundle"
 MODEL_NAME_IN_RUN = "model"
 ENTRY_FILE = Path(__file__).with_name("mlflow_model_code.py")
+CODE_ARCHIVE = "visionloop.zip"  # the name ENTRY_FILE looks for in the model's code/ folder
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 # What loading the model imports; pinned to this environment (inferring them takes ~11 s).
 RUNTIME_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pillow", "pydantic", "pyyaml")
 DEFAULT_TOP_K = 5
 DIGEST_SETTING = "bundle_sha256"  # in model_config: the bundle's digest at registration
 BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+if TYPE_CHECKING:
+    from visionloop.config import RegistryConfig
 
 
 class BundlePyfuncModel(mlflow.pyfunc.PythonModel):
@@ -248,33 +255,69 @@ def log_bundle_model(bundle_dir: Path, example_image: np.ndarray, settings: dict
     `settings`: {"image_rules": ..., "top_k": ...}, the decode rules and default top-k the
     model applies wherever it is loaded (no params.yaml there).
     """
-    package_dir = Path(__file__).parents[1]  # all of visionloop travels with the model
-    return mlflow.pyfunc.log_model(
-        name=MODEL_NAME_IN_RUN,
-        python_model=str(ENTRY_FILE),
-        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-        code_paths=[str(package_dir)],
-        pip_requirements=pip_requirements(),
-        signature=signature(int(settings.get("top_k", DEFAULT_TOP_K))),
-        input_example=input_example(example_image),
-        model_config=settings,
-    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="visionloop-code-") as work:
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            python_model=str(ENTRY_FILE),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            code_paths=[str(package_archive(Path(work) / CODE_ARCHIVE))],
+            pip_requirements=pip_requirements(),
+            signature=signature(int(settings.get("top_k", DEFAULT_TOP_K))),
+            input_example=input_example(example_image),
+            model_config=settings,
+        )
 
 
-def download_checked(name: str, version: str, expected: str | None, target: Path):
-    """Download registered version `version` into target; (model folder, bundle folder,
-    digest) once the bundle's files hash to `expected` (its `bundle_sha256` tag), else
-    BundleDamaged. Gate, promote, rollback, predict and serve all go through here."""
-    import mlflow.artifacts
-    from mlflow.models import Model
+def package_archive(path: Path) -> Path:
+    """All of visionloop's source as one zip (what `ENTRY_FILE` puts on sys.path), the same
+    bytes for the same source: files in order, fixed timestamps."""
+    import zipfile
+
+    package_dir = Path(__file__).parents[1]
+    files = (p for p in package_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in sorted(files):
+            entry = zipfile.ZipInfo(file.relative_to(package_dir.parent).as_posix(), ZIP_EPOCH)
+            archive.writestr(entry, file.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def download_checked(
+    registry: RegistryConfig, name: str, version: str, expected: str | None, fresh: bool = False
+) -> tuple[Path, Path, str]:
+    """(model folder, bundle folder, digest) of registered version `version` once the bundle's
+    files hash to `expected` (its `bundle_sha256` tag), else BundleDamaged. Gate, promote,
+    rollback, predict and serve all go through here.
+
+    The copy kept on this machine (`registry`: the RegistryConfig naming the folder and how
+    many versions it keeps; promotion.version_cache) is used when it passes that check, else
+    downloaded again; `fresh` also checks the registry's own copy (before an alias moves)."""
+    import mlflow
 
     from visionloop.artifacts.bundle import verify_bundle
+    from visionloop.promotion import version_cache
 
-    folder = Path(
+    def fill(folder: Path) -> None:
+        import mlflow.artifacts
+
         mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(target)
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
         )
-    )
-    artifacts = Model.load(folder).flavors["python_function"].get("artifacts", {})
-    bundle_dir = folder / artifacts[BUNDLE_ARTIFACT]["path"]
-    return folder, bundle_dir, verify_bundle(bundle_dir, expected, f"{name} v{version}")
+
+    def check(folder: Path) -> tuple[Path, Path, str]:
+        bundle_dir = folder / bundle_path(folder)
+        return folder, bundle_dir, verify_bundle(bundle_dir, expected, f"{name} v{version}")
+
+    key = version_cache.entry_name(mlflow.get_registry_uri(), name, version, expected)
+    cache, keep = registry.cache_folder, registry.cache_versions
+    return version_cache.checked(cache, keep, key, fill, check, fresh)
+
+
+def bundle_path(model_folder: Path) -> str:
+    """Where an MLflow model folder of this format keeps the bundle, relative to it."""
+    from mlflow.models import Model
+
+    artifacts = Model.load(model_folder).flavors["python_function"].get("artifacts", {})
+    return artifacts[BUNDLE_ARTIFACT]["path"]

@@ -119,11 +119,10 @@ def ensure_registered_model(client, name: str) -> None:
 # ---- loading registered versions -------------------------------------------------------
 
 
-def load_version_pyfunc(config: Config, version: str, client=None):
+def load_version_pyfunc(config: Config, version: str, client=None, fresh: bool = False):
     """A registered version as any MLflow user loads it, once its bundle's files hash to its
-    `bundle_sha256` tag (BundleDamaged, one line, when they do not)."""
-    import tempfile
-
+    `bundle_sha256` tag (BundleDamaged, one line, when they do not). From the copy kept on
+    this machine when it passes that check; `fresh`: the registry's own copy must pass too."""
     import mlflow.pyfunc
 
     from visionloop.promotion.pyfunc import download_checked
@@ -131,9 +130,8 @@ def load_version_pyfunc(config: Config, version: str, client=None):
     client = client or registry_client(config)
     name = config.registry.model_name
     expected = client.get_model_version(name, version).tags.get(DIGEST_TAG)
-    with tempfile.TemporaryDirectory(prefix="visionloop-version-") as work:
-        folder, _, _ = download_checked(name, version, expected, Path(work))
-        return mlflow.pyfunc.load_model(str(folder))  # loaded into memory: the folder may go
+    folder, _, _ = download_checked(config.registry, name, version, expected, fresh)
+    return mlflow.pyfunc.load_model(str(folder))
 
 
 @dataclass(frozen=True)
@@ -170,7 +168,9 @@ def smoke_test(config: Config, version: str) -> None:
     from visionloop.promotion.pyfunc import encoded_frame, output_probabilities
 
     images = smoke_images(config)
-    model = load_version_pyfunc(config, version)  # BundleDamaged: refused before any load
+    # Fresh: an alias moves only to a version whose stored files every registry user will
+    # download intact (BundleDamaged, before any load, when they are not).
+    model = load_version_pyfunc(config, version, fresh=True)
     try:
         probs = output_probabilities(model.predict(encoded_frame(images)))
     except (MlflowException, OSError, RuntimeError, ValueError, KeyError) as exc:

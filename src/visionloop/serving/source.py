@@ -212,7 +212,7 @@ def load_model(config: Config, ref: ModelRef, runtime: str | None = None) -> Loa
     with tempfile.TemporaryDirectory(prefix="visionloop-model-") as folder:
         work = Path(folder)
         try:
-            bundle_dir, digest = local_bundle(ref, work)
+            bundle_dir, digest = local_bundle(config, ref)
             built = build_runtime(name, ref, report, bundle_dir, work)
         except (OSError, RuntimeError, ValueError, KeyError, BundleDamaged) as exc:
             raise ModelRefused("load", f"{ref.label} could not be loaded: {exc}") from None
@@ -220,8 +220,9 @@ def load_model(config: Config, ref: ModelRef, runtime: str | None = None) -> Loa
     return LoadedModel(ref, built, digest, report, why)
 
 
-def local_bundle(ref: ModelRef, work: Path) -> tuple[Path, str]:
-    """The bundle folder on disk and its digest, checked against the version's tag."""
+def local_bundle(config: Config, ref: ModelRef) -> tuple[Path, str]:
+    """The bundle folder on disk and its digest, checked against the version's tag (a
+    registered version's copy kept on this machine: promotion.version_cache)."""
     if ref.path is not None:
         return ref.path, bundle_digest(ref.path)
     from mlflow.exceptions import MlflowException
@@ -231,7 +232,7 @@ def local_bundle(ref: ModelRef, work: Path) -> tuple[Path, str]:
 
     try:
         _, bundle_dir, digest = download_checked(
-            ref.name, ref.version, ref.tags.get(DIGEST_TAG), work / "model"
+            config.registry, ref.name, ref.version, ref.tags.get(DIGEST_TAG)
         )
     except MlflowException as exc:
         raise ModelRefused(

@@ -3,6 +3,7 @@ files against its recorded bundle_sha256 before loading it (issue 15)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,12 +80,18 @@ def test_damaged_versions_are_refused_in_one_line_by_rollback_promote_gate_and_m
     with pytest.raises(Exception, match="hash to"):
         mlflow.pyfunc.load_model(f"models:/{project.config.registry.model_name}/1")
 
-    # The gate never compares a candidate against a damaged champion (bit flip, truncation).
+    # The gate never compares a candidate against a damaged champion (bit flip, truncation):
+    # damaged in the registry, and on this machine either not copied yet or damaged too.
     project.use_candidate("equal")
     weights = stored_weights(project.config, "2")
     intact = weights.read_bytes()
-    for damage in (flip_one_bit, truncate):
+    for damage, here in ((truncate, "damaged copy"), (flip_one_bit, "no copy")):
         damage(weights)
+        if here == "no copy":
+            shutil.rmtree(project.config.registry.cache_folder)
+        else:
+            (local,) = project.config.registry.cache_folder.glob("*-v2-*/artifacts/*/weights.pt")
+            damage(local)
         line = one_line_error(run_cli("--params", params, "stage", "gate"))
-        assert "champion is damaged" in line and "rollback" in line
+        assert "champion is damaged" in line and "rollback" in line, here
         weights.write_bytes(intact)

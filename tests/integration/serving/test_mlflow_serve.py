@@ -92,3 +92,39 @@ def test_a_bad_image_gets_a_400_with_a_reason_and_no_traceback(mlflow_server, im
     assert "stack_trace" not in body
     for leak in ("Traceback", "site-packages", str(Path.cwd()), 'File "'):
         assert leak not in response.text
+
+
+# A Python with the venv's packages but not visionloop (its editable install is a .pth file,
+# which -S skips): only the registered model's own copy of the package can be imported.
+WITHOUT_VISIONLOOP = """
+import sys
+sys.path.append(sys.argv[1])
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[2])
+model = mlflow.pyfunc.load_model(sys.argv[3])
+answer = model.predict(pd.DataFrame({"image": [open(sys.argv[4], "rb").read()]}))
+print(sys.modules["visionloop"].__file__, answer["label"][0])
+"""
+
+
+def test_the_registered_model_loads_with_its_own_copy_of_visionloop(served_registry, tmp_path):
+    import site
+
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from visionloop.promotion.registry import registry_client
+
+    image = encoded(digit_images(1)[0][0])
+    (tmp_path / "digit.png").write_bytes(image)
+    uri = f"models:/{MODEL}@champion"
+    registry_client(served_registry.config)
+    expected = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": [image]}))
+    env = {k: v for k, v in pipeline_env().items() if k != "PYTHONPATH"}
+    args = [sys.executable, "-S", "-c", WITHOUT_VISIONLOOP, site.getsitepackages()[0]]
+    args += [served_registry.config.registry.tracking_uri, uri, str(tmp_path / "digit.png")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    module_file, label = done.stdout.split()
+    assert "/code/visionloop.zip/visionloop/" in module_file  # the model's archive
+    assert label == expected["label"][0]
