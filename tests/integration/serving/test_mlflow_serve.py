@@ -128,3 +128,6 @@ def test_the_registered_model_loads_with_its_own_copy_of_visionloop(served_regis
     module_file, label = done.stdout.split()
     assert "/code/visionloop.zip/visionloop/" in module_file  # the model's archive
     assert label == expected["label"][0]
+    # Where visionloop is installed (this process), its archive never goes on the import
+    # path: later imports of visionloop modules must not load the registered copy.
+    assert not [p for p in sys.path if p.endswith("visionloop.zip")]
