@@ -317,11 +317,18 @@ def promote_if_passed(client, config: Config, version: str) -> dict[str, Any]:
 
 def already_applied(client, config: Config, model_version, verdict: dict[str, Any]):
     """The outcome when this verdict was applied to this version by an earlier run (a rerun
-    of `models register` converges instead of failing on the champion it moved); else None."""
+    of `models register` converges instead of failing on the champion it moved); else None.
+
+    A version that passed its gate once keeps that record when the same bundle is judged
+    again and fails (a retrain that reproduced an earlier champion, now beaten): rollback
+    and `promote` may still return to it, and its evidence stays the one that promoted it."""
     name, version = config.registry.model_name, version_of(model_version)
     recorded = model_version.tags.get(GATE_TAG)
     if recorded == FAILED and not verdict["passed"]:
         return {"action": "rejected", "version": version, "summary": verdict["summary"]}
+    if recorded == PASSED and not verdict["passed"]:
+        summary = f"{verdict['summary']} (v{version} keeps the gate it passed before)"
+        return {"action": "rejected", "version": version, "summary": summary}
     if recorded != PASSED or version_of(alias_version(client, name, CHAMPION)) != version:
         return None
     return {"action": "promoted", "version": version, "summary": verdict["summary"]}

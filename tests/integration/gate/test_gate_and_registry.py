@@ -234,6 +234,25 @@ def test_rollback_restores_the_previous_champion_and_audits_it(project):
     assert audit_file(project.config)[-1]["action"] == "manual_promote"
 
 
+def test_a_former_champion_judged_again_keeps_the_gate_it_passed(project):
+    project.release("weak")  # v1, champion
+    project.release("good")  # v2, champion
+    passed_summary = version_tags(project.config, "1")["gate.summary"]
+
+    # The same bundle as v1 again (a retrain that reproduced it): beaten by v2, rejected,
+    # but v1 stays a version that passed its gate, so rollback lands on a passed version.
+    _, outcome = project.release("weak")
+    assert outcome["action"] == "rejected" and outcome["version"] == "1"
+    assert "keeps the gate it passed before" in outcome["summary"]
+    tags = version_tags(project.config, "1")
+    assert tags["gate"] == "passed" and tags["gate.summary"] == passed_summary
+    assert champion_version(project.config) == "2"
+
+    rollback(project.config, "v2 misroutes 7s")
+    assert champion_version(project.config) == "1"
+    assert version_tags(project.config, "1")["gate"] == "passed"
+
+
 def stored_weights(config, version: str) -> Path:
     """Where the registry keeps a version's weights (to break one for real)."""
     from urllib.parse import urlparse
