@@ -369,7 +369,10 @@ class StackConfig(Section):
     # <dir>/artifacts) or an object-store URL (s3://bucket/prefix, gs://..., credentials from
     # the usual AWS_*/GOOGLE_* environment of `stack up`).
     artifacts: str | None = None
-    mlflow_workers: int = Field(2, ge=1, le=64)  # uvicorn processes; ~250 MB each
+    # uvicorn processes of the MLflow server. One: with several, uvicorn leaves Nagle's
+    # algorithm on (its shared socket, uvicorn#3149), so every request on a kept-alive
+    # connection waits ~40 ms for a delayed ACK (measured: 55 against 19 ms a request).
+    mlflow_workers: int = Field(1, ge=1, le=64)
     work_pool: str = "visionloop"  # the process work pool; prefect.yaml names the same one
     worker_poll_seconds: float = Field(5, gt=0)  # how often the worker asks for runs to start
     # A retrain queued behind the running one (one at a time) asks for the slot this often.

@@ -160,7 +160,6 @@ def stack(tmp_path_factory, s3) -> Stack:
         postgres_port=free_port(),
         mlflow_port=free_port(),
         prefect_port=free_port(),
-        mlflow_workers=1,
         worker_poll_seconds=1,
         queue_retry_seconds=1,
         artifacts=f"s3://{BUCKET}/mlflow",
@@ -239,6 +238,30 @@ def test_up_starts_every_part_on_loopback_and_status_says_so(stack):
     assert secrets.stat().st_mode & 0o777 == 0o600
     for port in ("postgres_port", "mlflow_port", "prefect_port"):
         assert listening_only_on_loopback(stack.config["stack"][port])
+
+
+def test_the_mlflow_server_is_one_process_with_no_job_runner(stack):
+    """One uvicorn worker (several leave Nagle's algorithm on: ~40 ms a request) and none of
+    MLflow's job-runner processes (~250 MB each, for GenAI jobs visionloop never runs)."""
+    status = json.loads(stack.cli("stack", "status", "--json").stdout)
+    (mlflow,) = [part for part in status if part["name"] == "mlflow"]
+    tree = {pid: command_line(pid) for pid in descendants(mlflow["pid"])}
+    (uvicorn,) = [pid for pid, line in tree.items() if "uvicorn" in line]
+    assert descendants(uvicorn) == [], tree  # serving in its own process: no workers
+    assert not [line for line in tree.values() if "huey" in line or "server.jobs" in line], tree
+
+
+def descendants(pid: int) -> list[int]:
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return children + [d for child in children for d in descendants(child)]
+
+
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def listening_only_on_loopback(port: int) -> bool:

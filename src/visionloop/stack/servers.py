@@ -90,6 +90,9 @@ def mlflow_server(config: Config, layout: Layout, passwords: dict[str, str]):
             "psycopg", "mlflow", passwords["mlflow_db"], port, "mlflow"
         ),
         "MLFLOW_AUTH_CONFIG_PATH": str(layout.mlflow_auth_config),
+        # MLflow's job runner (GenAI scorers, prompt optimisation; visionloop uses none): five
+        # more processes of ~250 MB each, and their start's CPU.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": passwords["mlflow_flask_key"],
     }
     return argv, env
