@@ -6,6 +6,7 @@ import base64
 import concurrent.futures
 import json
 import re
+import threading
 
 import httpx
 import numpy as np
@@ -156,23 +157,36 @@ def test_concurrent_requests_are_micro_batched(server, champion, served_registry
 
     images, _ = digit_images(24)
     files = [encoded(image) for image in images]
-    before = passes()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
-        answers = list(
-            pool.map(
-                lambda data: httpx.post(
-                    f"{server.url}/v1/predict",
-                    content=data,
-                    headers={"Content-Type": "image/png"},
-                    timeout=60,
-                ),
-                files,
-            )
-        )
-    assert all(a.status_code == 200 for a in answers)
-    labels = [a.json()["predictions"][0]["label"] for a in answers]
-    assert labels == [str(i) for i in expected(champion, files, served_registry.config).argmax(1)]
-    assert passes() - before < len(files)  # some forward passes served several requests
+    want = [str(i) for i in expected(champion, files, served_registry.config).argmax(1)]
+    # A burst: 12 clients on open connections, released together, two requests each. Whether
+    # requests meet in a batch depends on when they arrive, so a loaded machine gets three
+    # bursts to show it once; every answer must be right in each.
+    for _ in range(3):
+        before = passes()
+        labels = burst(server.url, files, clients=12)
+        assert labels == want
+        if passes() - before < len(files):  # some forward passes served several requests
+            return
+    pytest.fail("three bursts of 24 concurrent requests never shared a forward pass")
+
+
+def burst(url: str, files: list[bytes], clients: int) -> list[str]:
+    start = threading.Barrier(clients)
+
+    def client(index: int) -> list[tuple[int, str]]:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            http.get("/healthz")  # connected before the burst
+            start.wait()
+            mine = range(index, len(files), clients)
+            headers = {"Content-Type": "image/png"}
+            answers = [http.post("/v1/predict", content=files[i], headers=headers) for i in mine]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        labels = [a.json()["predictions"][0]["label"] for a in answers]
+        return list(zip(mine, labels, strict=True))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=clients) as pool:
+        results = [pair for pairs in pool.map(client, range(clients)) for pair in pairs]
+    return [label for _, label in sorted(results)]
 
 
 def test_predictions_are_logged_and_images_kept_by_content(server, served_registry):
