@@ -176,7 +176,7 @@ def burst(url: str, files: list[bytes], clients: int) -> list[str]:
     def client(index: int) -> list[tuple[int, str]]:
         with httpx.Client(base_url=url, timeout=60) as http:
             http.get("/healthz")  # connected before the burst
-            start.wait()
+            start.wait(timeout=60)  # a client that never connects fails the burst
             mine = range(index, len(files), clients)
             headers = {"Content-Type": "image/png"}
             answers = [http.post("/v1/predict", content=files[i], headers=headers) for i in mine]
