@@ -118,7 +118,7 @@ def test_the_registered_model_loads_with_its_own_copy_of_visionloop(served_regis
     image = encoded(digit_images(1)[0][0])
     (tmp_path / "digit.png").write_bytes(image)
     uri = f"models:/{MODEL}@champion"
-    registry_client(served_registry.config)
+    registry_client(served_registry.config)  # points MLflow at the test's registry
     expected = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"image": [image]}))
     env = {k: v for k, v in pipeline_env().items() if k != "PYTHONPATH"}
     args = [sys.executable, "-S", "-c", WITHOUT_VISIONLOOP, site.getsitepackages()[0]]
